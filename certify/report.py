@@ -1,0 +1,194 @@
+"""The report of DESIGN.md contract 2: report/claims.json, report/CLAIMS.md, report/figures/."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import math
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from certify import __version__, registry
+from certify.backend import Backend
+from certify.results import ClaimResult, unchecked_reason
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    commit = out.stdout.strip() if out.returncode == 0 else "unknown"
+    if commit != "unknown":
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO, capture_output=True, text=True, timeout=10,
+        )
+        if dirty.returncode == 0 and dirty.stdout.strip():
+            commit += "+dirty"
+    return commit
+
+
+@functools.cache
+def suite_versions() -> dict[str, str]:
+    import mpmath
+    import numpy
+    import scipy
+    import torch
+
+    try:
+        import flint
+
+        flint_v = flint.__version__
+    except ImportError:  # pragma: no cover - a declared dependency
+        flint_v = "missing"
+    return {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "mpmath": mpmath.__version__,
+        "torch": torch.__version__,
+        "python-flint": flint_v,
+    }
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return repr(x)  # JSON has no inf/nan; keep them visible as strings
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def claim_entries(results: dict[str, ClaimResult], selected: list[str]) -> list[dict[str, Any]]:
+    """One entry per registered claim, in registry order; unchecked ones with the reason."""
+    chosen = set(selected)
+    entries = []
+    for cid, claim in registry.CLAIMS.items():
+        res = results.get(cid)
+        if res is not None and cid in chosen:
+            status, reason = res.status()
+            evidence = dict(res.evidence)
+            if res.skips:
+                evidence["skipped"] = "; ".join(sorted(set(res.skips.values())))
+            if res.failures:
+                evidence["failure"] = res.failures[0]["message"][-1500:]
+        else:
+            res = ClaimResult(cid)
+            status, reason = "unchecked", unchecked_reason(cid, cid in chosen)
+            evidence = {}
+        if reason:
+            evidence["reason"] = reason
+        entries.append(
+            {
+                "id": cid,
+                "title": claim.title,
+                "source": claim.source,
+                "status": status,
+                "expected": claim.expected,
+                "evidence": _jsonable(evidence),
+                "seed_values": claim.seed_values,
+                "checks": res.checks,
+                "examples": res.examples,
+                "counterexample": _jsonable(res.counterexample()),
+                "seconds": round(res.seconds, 3),
+            }
+        )
+    return entries
+
+
+def misses(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Claims that ran and missed their expected verdict (the exit-status rule).
+
+    `unchecked` claims are listed in the report but do not fail the run: they were
+    not selected, need hardware that is absent, or await their family's issue.
+    """
+    return [e for e in entries if e["status"] != "unchecked" and e["status"] != e["expected"]]
+
+
+def write_report(
+    out: Path,
+    *,
+    results: dict[str, ClaimResult],
+    selected: list[str],
+    backend: Backend,
+    profile: str,
+    started: float,
+    seconds: float,
+    collection_ok: bool = True,
+) -> dict[str, Any]:
+    entries = claim_entries(results, selected)
+    doc = {
+        "suite": {
+            "version": __version__,
+            "git_commit": git_commit(),
+            "backend": backend.as_dict(),
+            "hypothesis_profile": profile,
+            "versions": suite_versions(),
+            "started": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(seconds, 3),
+            "selected": selected,
+            "collection_ok": collection_ok,
+        },
+        "claims": entries,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "claims.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    (out / "CLAIMS.md").write_text(render_markdown(doc), encoding="utf-8")
+    from certify.figures import render_all
+
+    figures = render_all(results, out / "figures")
+    doc["figures"] = [str(p.relative_to(out)) for p in figures]
+    return doc
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    s = doc["suite"]
+    lines = [
+        "# Certification report",
+        "",
+        f"commit `{s['git_commit']}`, backend {s['backend']['device']}/{s['backend']['dtype']}, "
+        f"hypothesis profile `{s['hypothesis_profile']}`, {s['seconds']:.1f} s, started {s['started']}.",
+        "",
+        "| item | status | expected | evidence (measured; seed in brackets) |",
+        "|---|---|---|---|",
+    ]
+    for e in doc["claims"]:
+        ev = []
+        seeds = dict(e["seed_values"])
+        for name, value in e["evidence"].items():
+            if name in ("failure",):
+                continue
+            text = f"{name} {_fmt(value)}"
+            if name in seeds:
+                text += f" [seed {_fmt(seeds.pop(name))}]"
+            ev.append(text.replace("|", "/").replace("\n", " "))
+        ev += [f"{n} [seed {_fmt(v)}, not measured]" for n, v in seeds.items()]
+        if e["checks"]:
+            ev.append(f"{e['checks']} checks, {e['examples']} examples")
+        status = e["status"] if e["status"] == e["expected"] or e["status"] == "unchecked" else f"**{e['status']}**"
+        lines.append(f"| {e['id']} | {status} | {e['expected']} | {'; '.join(ev)} |")
+    bad = misses(doc["claims"])
+    lines += ["", f"{len(bad)} claim(s) missed their expected verdict." if bad else "Every checked claim has its expected verdict."]
+    for e in doc["claims"]:
+        if e["counterexample"] is not None:
+            lines += ["", f"## Counterexample: {e['id']}", "", "```", json.dumps(e["counterexample"], indent=1), "```"]
+        if e["status"] == "failed" and "failure" in e["evidence"]:
+            lines += ["", f"## Failure: {e['id']}", "", "```", str(e["evidence"]["failure"]), "```"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,137 @@
+"""The systems under test as the certificates see them: trained tiers, held-out tasks.
+
+The CPU tier trains at small K in seconds (and caches the checkpoints, keyed by
+config and models source hash); the cuda tier trains at the seeds' size K = 64.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import models
+from models.metrics import depth_losses
+from models.train import checkpoint_path
+from certify.backend import Backend
+
+REPO = Path(__file__).resolve().parent.parent
+CLASSES = ("free_linear", "diagonal", "flexformer", "softmax")
+# Held-out task seeds are far from the trainer's derived batch seeds.
+HELDOUT_SEED = 10_000
+ORACLE_SEED = 20_000
+EB_CLIP = 1.0  # c of the clipped EB certificate (losses ||e_L||^2 / K); stated in golden/
+EB_DELTA = 0.05
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CERTIFY_CACHE", REPO / ".certify-cache"))
+
+
+def task_config(backend: Backend) -> models.TaskConfig:
+    if backend.device == "cuda":
+        return models.TaskConfig(K=64, M=256, kappa=100.0)  # the seeds' K = 64 tier
+    return models.TaskConfig(K=8, M=32, kappa=20.0)
+
+
+def train_config(cls: str, backend: Backend) -> models.TrainConfig:
+    steps = 600 if backend.device == "cuda" else 300
+    return models.TrainConfig(cls=cls, task=task_config(backend), L=6, steps=steps,
+                              batch=128, lr=1e-2, seed=0, device=backend.device, dtype=backend.dtype)
+
+
+@functools.cache
+def trained(cls: str, backend: Backend) -> models.RichardsonDecoder:
+    """The trained checkpoint of `cls` on `backend` (from the cache, else trained now)."""
+    cfg = train_config(cls, backend)
+    path = checkpoint_path(cfg, cache_dir())
+    if not path.exists():
+        print(f"\n[certify] training {cls} decoder (K={cfg.task.K}, L={cfg.L}, {cfg.steps} steps, "
+              f"{backend.name}) -> {path}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    dec = models.load_or_train(cfg, cache_dir())
+    dec.requires_grad_(False)
+    if time.perf_counter() - t0 > 1:
+        print(f"[certify] {cls} ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    return dec
+
+
+@functools.cache
+def heldout(backend: Backend, n: int = 512) -> models.Tasks:
+    """Held-out prompts from the training distribution (a seed no trainer uses)."""
+    prompts = models.LeastSquaresPrompts(task_config(backend), backend.device, backend.torch_dtype)
+    return prompts.sample(n, HELDOUT_SEED)
+
+
+@functools.cache
+def oracle(backend: Backend) -> torch.Tensor:
+    prompts = models.LeastSquaresPrompts(task_config(backend), backend.device, backend.torch_dtype)
+    return models.oracle_P(prompts, 20_000, ORACLE_SEED)
+
+
+def frozen_P(decoder: models.RichardsonDecoder, x0: torch.Tensor, H: torch.Tensor,
+             d: torch.Tensor) -> torch.Tensor:
+    """The matrix of the decoder's update: global P, or the softmax map's Jacobian at (x0,H,d)."""
+    pc = decoder.precond
+    if pc.is_linear:
+        return pc.frozen_matrix()
+    return pc.frozen_matrix(x0[None], H[None], d[None])[0]
+
+
+def linear_decoder(decoder: models.RichardsonDecoder, P: torch.Tensor, L: int) -> models.RichardsonDecoder:
+    """The decoder run for the Richardson claims: the module itself for linear classes,
+    the Jacobian form (a FrozenLinear of the softmax Jacobian) for the nonlinear map."""
+    if decoder.precond.is_linear:
+        return models.RichardsonDecoder(decoder.precond, L)
+    return models.RichardsonDecoder(models.FrozenLinear(P), L)
+
+
+@torch.no_grad()
+def run(decoder: models.RichardsonDecoder, H: torch.Tensor, d: torch.Tensor,
+        x0: torch.Tensor) -> list[np.ndarray]:
+    """[x_0, ..., x_L] of one task as float64 numpy arrays (float32 values kept exactly)."""
+    xs = decoder(H[None], d[None], x0=x0[None], trajectory=True)
+    return [to_numpy(x[0]) for x in xs]
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu").numpy().astype(np.float64)
+
+
+def materialize(case, backend: Backend) -> tuple[models.RichardsonDecoder, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(decoder, H, d, x_0) of a `properties.strategies.RichardsonCase` on `backend`."""
+    dev, dt = backend.device, backend.torch_dtype
+    if case.source == "checkpoint":
+        dec = trained(case.cls, backend)
+        tasks = heldout(backend)
+        H, d = tasks.H[case.task], tasks.d[case.task]
+    else:
+        pc = models.build_preconditioner(case.cls, case.K, device=dev, dtype=dt, seed=case.seed)
+        pc.requires_grad_(False)
+        dec = models.RichardsonDecoder(pc, case.L)
+        H, d = models.spd_system(case.K, case.kappa, case.seed, device=dev, dtype=dt)
+    if case.x0 == "zero":
+        x0 = torch.zeros_like(d)
+    else:
+        g = torch.Generator().manual_seed(case.seed % (2**63))
+        x0 = torch.randn(d.shape[-1], generator=g, dtype=torch.float64).to(device=dev, dtype=dt)
+    return dec, H, d, x0
+
+
+@functools.cache
+def table2(cls: str, backend: Backend) -> dict[str, float]:
+    """The 001 Table 2 metrics (models.checkpoint_metrics) of a trained checkpoint, floats only."""
+    m = models.checkpoint_metrics(trained(cls, backend), heldout(backend), EB_CLIP, EB_DELTA,
+                                  oracle_P=oracle(backend))
+    return {k: v for k, v in m.items() if isinstance(v, float)}
+
+
+@functools.cache
+def heldout_losses(cls: str, backend: Backend) -> np.ndarray:
+    """The per-task losses the SUT's EB bound is computed from (models.metrics.depth_losses)."""
+    return to_numpy(depth_losses(trained(cls, backend), heldout(backend)))

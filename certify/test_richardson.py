@@ -1,0 +1,164 @@
+"""Family R: the Richardson decoder at a frozen checkpoint (000 sec 2; 001 sec 4; 002 sec 3.1).
+
+SUT: models.RichardsonDecoder with each preconditioner class (free linear P, diagonal,
+Flexformer kernel attention P_theta, softmax update map in Jacobian form), trained
+checkpoints of certify.sut and seeded initializations for K from 2 to 64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, target
+
+from certify import registry, sut
+from properties import richardson as ref
+from properties import tolerances
+from properties.strategies import PRECONDITIONER_CLASSES, RichardsonCase, richardson_cases
+
+
+def _case_arrays(case: RichardsonCase, backend):
+    dec, H, d, x0 = sut.materialize(case, backend)
+    P = sut.frozen_P(dec, x0, H, d)
+    xs = sut.run(sut.linear_decoder(dec, P, case.L), H, d, x0)
+    return sut.to_numpy(P), sut.to_numpy(H), sut.to_numpy(d), xs
+
+
+@pytest.mark.claim("richardson.identity")
+@given(case=richardson_cases())
+def test_richardson_identity(case: RichardsonCase, backend, record) -> None:
+    """richardson.identity: "x_{l+1} = x_l + P(d - H x_l), x* = H^{-1} d, e_l = x_l - x*  =>
+    e_L = (I - P H)^L e_0 exactly" (000 eqs 1-3; 001 sec 4.2).
+
+    The SUT's x_L against x* + (I - P H)^L (x_0 - x*) in arb (212 bits) from the SUT's own
+    P, H, d, x_0; tolerance: `tolerances.richardson_forward_error` (L rounded steps
+    propagated through I - P H).
+    """
+    P, H, d, xs = _case_arrays(case, backend)
+    cmp, rho = ref.identity_check(P, H, d, xs, backend.unit_roundoff)
+    record.example()
+    record.max("max_error_over_tolerance", cmp.ratio)
+    record.max("max_K", H.shape[0])
+    target(cmp.ratio, label="error/tolerance")
+    assert cmp.ok, (
+        f"{case}: ||x_L - x* - (I-PH)^L e_0|| <= {cmp.error:.3e} exceeds the derived tolerance "
+        f"{cmp.tolerance:.3e} (rho <= {rho:.4g})"
+    )
+
+
+@pytest.mark.claim("richardson.closed_form")
+@given(case=richardson_cases(x0=("zero",)))
+def test_richardson_closed_form(case: RichardsonCase, backend, record) -> None:
+    """richardson.closed_form: "z_0 = 0  =>  z_L = sum_{j<L} (I - P H)^j P d and
+    z_L - z_dagger = -(I - P H)^L z_dagger" (002 sec 3.1).
+
+    Both forms in arb against the SUT's z_L; tolerance as for richardson.identity.
+    """
+    P, H, d, xs = _case_arrays(case, backend)
+    series, gap = ref.closed_form_check(P, H, d, xs, backend.unit_roundoff)
+    record.example()
+    record.max("max_series_error_over_tolerance", series.ratio)
+    record.max("max_gap_error_over_tolerance", gap.ratio)
+    target(max(series.ratio, gap.ratio), label="error/tolerance")
+    assert series.ok, f"{case}: z_L vs the geometric series: {series.error:.3e} > {series.tolerance:.3e}"
+    assert gap.ok, f"{case}: z_L - z_dagger vs -(I-PH)^L z_dagger: {gap.error:.3e} > {gap.tolerance:.3e}"
+
+
+@pytest.mark.claim("richardson.norm_bound")
+@given(case=richardson_cases(sources=("checkpoint",)))
+def test_richardson_norm_bound(case: RichardsonCase, backend, record) -> None:
+    """richardson.norm_bound: "||e_L||_2 <= ||I - P H||_2^L ||e_0||_2, violation rate 0"
+    (000 eq 4), on held-out tasks of the trained checkpoints.
+
+    rho is a rigorous upper bound on ||I - P H||_2 (arb, Gershgorin-certified), and must be
+    >= a rigorous lower bound (a float norm can undercut the true norm).  The exact e_L
+    must satisfy the bound in arb; the SUT's e_L within the derived rounding tolerance.
+    """
+    P, H, d, xs = _case_arrays(case, backend)
+    chk = ref.norm_bound_check(P, H, d, xs, backend.unit_roundoff)
+    record.example()
+    violated = not (chk.exact_holds and chk.sut_holds)
+    record.sum("violations", int(violated))
+    record.max("max_tightness", chk.tightness)
+    record.max("max_rho", chk.rho)
+    target(chk.tightness, label="||e_L|| / bound")
+    assert chk.rho_certified, f"{case}: rho = {chk.rho!r} is below a rigorous lower bound on ||I - PH||_2"
+    assert chk.exact_holds, f"{case}: exact ||e_L|| exceeds rho^L ||e_0|| = {chk.bound:.6e}"
+    assert chk.sut_holds, (
+        f"{case}: SUT ||e_L|| <= {chk.sut_error:.6e} exceeds rho^L ||e_0|| = {chk.bound:.6e} "
+        f"+ tolerance {chk.tolerance:.2e}"
+    )
+
+
+@pytest.mark.claim("richardson.certified_risk")
+@given(case=richardson_cases(sources=("checkpoint",), x0=("zero",), max_L=6))
+def test_richardson_certified_risk(case: RichardsonCase, backend, record) -> None:
+    """richardson.certified_risk: "R_dec(L) = K^{-1} E||(I - P H)^L x*||^2 <=
+    K^{-1} E[rho(H,P)^{2L} ||x*||^2]" (001 sec 4.2), on blocks of 16 held-out tasks.
+
+    Per task and on the block mean: SUT loss ||z_L - x*||^2/K against the rigorous
+    rho^{2L}||x*||^2/K, with the first-order rounding allowance of `certified_risk_terms`.
+    """
+    dec = sut.trained(case.cls, backend)
+    tasks = sut.heldout(backend)
+    start = case.task % (len(tasks) - 16)
+    actual, bound, tol = [], [], []
+    for i in range(start, start + 16):
+        H, d = tasks.H[i], tasks.d[i]
+        x0 = torch.zeros_like(d)
+        P = sut.frozen_P(dec, x0, H, d)
+        xs = sut.run(sut.linear_decoder(dec, P, case.L), H, d, x0)
+        a, b, t, _ = ref.certified_risk_terms(sut.to_numpy(P), sut.to_numpy(H), sut.to_numpy(d), xs,
+                                              backend.unit_roundoff)
+        actual.append(a), bound.append(b), tol.append(t)
+    actual, bound, tol = map(np.array, (actual, bound, tol))
+    record.example()
+    record.max("max_risk_over_certified", float(actual.mean() / bound.mean()))
+    target(float(actual.mean() / bound.mean()), label="risk/certified")
+    bad = np.flatnonzero(actual > bound + tol)
+    assert bad.size == 0, f"{case}: tasks {start + bad} exceed their certified risk"
+    assert actual.mean() <= bound.mean() + tol.mean(), f"{case}: block risk exceeds the certified risk"
+
+
+@pytest.mark.claim("richardson.certified_risk")
+@pytest.mark.parametrize("cls", PRECONDITIONER_CLASSES)
+def test_checkpoint_table2(cls: str, backend, record, golden) -> None:
+    """richardson.certified_risk (measured part): the 001 Table 2 quantities of each trained
+    checkpoint -- held-out depth risk, violation rate (rigorous, all 512 tasks), error/bound
+    ratio, mean contraction E rho, relative distance to the oracle P*, stable rank --
+    pinned in golden/richardson.json; plus the ||e_l|| vs rho^l figure.
+    """
+    dec = sut.trained(cls, backend)
+    tasks = sut.heldout(backend)
+    metrics = dict(sut.table2(cls, backend))
+    u = backend.unit_roundoff
+    errs, bounds, violations = [], [], 0
+    for i in range(len(tasks)):
+        H, d = tasks.H[i], tasks.d[i]
+        x0 = torch.zeros_like(d)
+        P = sut.frozen_P(dec, x0, H, d)
+        xs = sut.run(sut.linear_decoder(dec, P, dec.L), H, d, x0)
+        Pn, Hn, dn = sut.to_numpy(P), sut.to_numpy(H), sut.to_numpy(d)
+        chk = ref.norm_bound_check(Pn, Hn, dn, xs, u)
+        violations += int(not (chk.exact_holds and chk.sut_holds))
+        if i < 128:  # figure data: the error and bound along l for a subset of tasks
+            xstar = np.linalg.solve(Hn, dn)
+            errs.append([float(np.linalg.norm(x - xstar)) for x in xs])
+            bounds.append([chk.rho ** l * float(np.linalg.norm(xstar)) for l in range(len(xs))])
+    metrics["rigorous_violation_rate"] = violations / len(tasks)
+    for k, v in metrics.items():
+        record.set(f"{cls}.{k}", v)
+    record.example(len(tasks))
+    errs, bounds = np.array(errs), np.array(bounds)
+    record.figure("richardson_error_vs_bound", {
+        "cls": cls, "K": tasks.K, "n": len(errs),
+        "median_error": np.median(errs, 0).tolist(), "q10_error": np.quantile(errs, 0.1, 0).tolist(),
+        "q90_error": np.quantile(errs, 0.9, 0).tolist(), "median_bound": np.median(bounds, 0).tolist(),
+    })
+    assert violations == 0, f"{cls}: {violations} held-out tasks violate the norm bound"
+    golden("richardson", {f"{cls}.{k}": v for k, v in metrics.items()},
+           rtol=tolerances.relative_band_golden(backend.dtype),
+           atol=64 * u,  # metrics that are exactly 0 (violation rates) stay 0
+           seeds=registry.CLAIMS["richardson.certified_risk"].seed_values, seed=sut.HELDOUT_SEED)
+

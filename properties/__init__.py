@@ -1,0 +1,1 @@
+"""Property checks and high-precision references for the verification suite (no torch here)."""
