@@ -88,8 +88,11 @@ class ClaimResult:
 
 
 def falsifying_example(text: str) -> str | None:
-    """The shrunk example hypothesis printed for a failed property, if any."""
-    m = re.search(r"Falsifying example: (.*?)(?:\n\n|\nYou can reproduce|\Z)", text, re.S)
+    """The (shrunk or explicit) example hypothesis printed for a failed property, if any."""
+    lines = [re.sub(r"^E {0,3}", "", ln) for ln in text.splitlines()]
+    text = "\n".join(lines)
+    m = re.search(r"(?:Falsifying(?: explicit)? example|Failing explicit example): (.*?)"
+                  r"(?:\n\s*\n|\nYou can reproduce|\nExplanation:|\Z)", text, re.S)
     return m.group(1).strip() if m else None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, target
+from hypothesis import example, given, target
 
 from certify import registry, sut
 from properties import richardson as ref
@@ -25,8 +25,21 @@ def _case_arrays(case: RichardsonCase, backend):
     return sut.to_numpy(P), sut.to_numpy(H), sut.to_numpy(d), xs
 
 
+def _with_extremes(x0: str):
+    """The extremes of the catalogued size range (K = 2, 64) for every class, always run."""
+
+    def wrap(test):
+        for cls in PRECONDITIONER_CLASSES:
+            for K in (2, 64):
+                test = example(case=RichardsonCase("init", cls, 12, 7, K=K, kappa=1e4, x0=x0))(test)
+        return test
+
+    return wrap
+
+
 @pytest.mark.claim("richardson.identity")
 @given(case=richardson_cases())
+@_with_extremes("random")
 def test_richardson_identity(case: RichardsonCase, backend, record) -> None:
     """richardson.identity: "x_{l+1} = x_l + P(d - H x_l), x* = H^{-1} d, e_l = x_l - x*  =>
     e_L = (I - P H)^L e_0 exactly" (000 eqs 1-3; 001 sec 4.2).
@@ -40,6 +53,7 @@ def test_richardson_identity(case: RichardsonCase, backend, record) -> None:
     record.example()
     record.max("max_error_over_tolerance", cmp.ratio)
     record.max("max_K", H.shape[0])
+    record.min("min_K", H.shape[0])
     target(cmp.ratio, label="error/tolerance")
     assert cmp.ok, (
         f"{case}: ||x_L - x* - (I-PH)^L e_0|| <= {cmp.error:.3e} exceeds the derived tolerance "
@@ -49,6 +63,7 @@ def test_richardson_identity(case: RichardsonCase, backend, record) -> None:
 
 @pytest.mark.claim("richardson.closed_form")
 @given(case=richardson_cases(x0=("zero",)))
+@_with_extremes("zero")
 def test_richardson_closed_form(case: RichardsonCase, backend, record) -> None:
     """richardson.closed_form: "z_0 = 0  =>  z_L = sum_{j<L} (I - P H)^j P d and
     z_L - z_dagger = -(I - P H)^L z_dagger" (002 sec 3.1).
