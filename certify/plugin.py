@@ -24,6 +24,9 @@ from certify import profiles, registry
 from certify.golden import GOLDEN_DIR, GoldenStore, GoldenUnpinned, update_refusal
 from certify.results import ClaimResult, fold_ops
 
+# Registered on import: hypothesis' own plugin loads --hypothesis-profile before our configure.
+profiles.register()
+
 PROPERTY_KEY = "certify"
 CERTIFY_DIR = Path(__file__).resolve().parent
 

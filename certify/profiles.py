@@ -3,41 +3,16 @@
 Chosen by hypothesis' own --hypothesis-profile option (`python -m certify
 --profile` passes it on) or the CERTIFY_PROFILE environment variable; `ci` is the
 default so that the same commit gives the same report on the same backend.
+Hypothesis is imported only when a profile is loaded, so the CLI can validate a
+profile name before pytest starts (and pytest can still rewrite hypothesis' asserts).
 """
 
 from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, settings
-
 PROFILES = ("ci", "dev", "thorough")
 DEFAULT_PROFILE = "ci"
-# A recorder fixture is shared by the examples of one test on purpose; certificates
-# are slow by nature (arb references), so the too_slow/data_too_large checks would
-# only reward smaller problems.
-_SUPPRESS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
-
-settings.register_profile(
-    "ci",
-    derandomize=True,
-    database=None,
-    deadline=None,
-    max_examples=100,
-    print_blob=True,
-    suppress_health_check=_SUPPRESS,
-)
-settings.register_profile(
-    "dev", deadline=None, max_examples=60, print_blob=True, suppress_health_check=_SUPPRESS
-)
-settings.register_profile(
-    "thorough",
-    deadline=None,
-    max_examples=2000,
-    database=None,
-    print_blob=True,
-    suppress_health_check=_SUPPRESS,
-)
 
 
 def active_profile_name(explicit: str | None = None) -> str:
@@ -47,7 +22,25 @@ def active_profile_name(explicit: str | None = None) -> str:
     return name
 
 
+def register() -> None:
+    from hypothesis import HealthCheck, settings
+
+    # A recorder fixture is shared by the examples of one test on purpose; certificates
+    # are slow by nature (arb references), so the too_slow/data_too_large checks would
+    # only reward smaller problems.
+    suppress = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile("ci", derandomize=True, database=None, deadline=None, max_examples=100,
+                              print_blob=True, suppress_health_check=suppress)
+    settings.register_profile("dev", deadline=None, max_examples=60, print_blob=True,
+                              suppress_health_check=suppress)
+    settings.register_profile("thorough", deadline=None, max_examples=2000, database=None,
+                              print_blob=True, suppress_health_check=suppress)
+
+
 def load(explicit: str | None = None) -> str:
+    from hypothesis import settings
+
     name = active_profile_name(explicit)
+    register()
     settings.load_profile(name)
     return name

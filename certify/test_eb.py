@@ -64,8 +64,8 @@ def test_eb_formula_matches_mpmath(case: LossCase, record) -> None:
     losses = case.losses
     got = eb_sut.eb_upper(losses, case.c, case.delta)
     exact = ref.eb_upper_reference(losses, case.c, case.delta)
-    # tolerance: first-order rounding bound of the float64 evaluation (properties/eb.py)
-    tol = ref.eb_float_tolerance(losses, case.c, case.delta)
+    # tolerance: first-order rounding bound of the float64 evaluation (properties/tolerances.py)
+    tol = tolerances.eb_float_tolerance(losses, case.c, case.delta)
     err = float(abs(mpmath.mpf(got) - exact))
     ratio = err / tol
     target(ratio, label="error/tolerance")
@@ -155,7 +155,7 @@ def test_eb_heldout_checkpoints(cls: str, backend, record, golden) -> None:
     reported = sut.table2(cls, backend)["eb_upper"]
     exact = ref.eb_upper_reference(losses, sut.EB_CLIP, sut.EB_DELTA)
     # the losses are float64 numpy values taken exactly; tolerance as in eb.formula
-    tol = ref.eb_float_tolerance(losses, sut.EB_CLIP, sut.EB_DELTA)
+    tol = tolerances.eb_float_tolerance(losses, sut.EB_CLIP, sut.EB_DELTA)
     err = float(abs(mpmath.mpf(reported) - exact))
     record.example(len(losses))
     record.set(f"{cls}.eb_upper", reported)

@@ -54,6 +54,7 @@ def test_richardson_identity(case: RichardsonCase, backend, record) -> None:
     record.max("max_error_over_tolerance", cmp.ratio)
     record.max("max_K", H.shape[0])
     record.min("min_K", H.shape[0])
+    record.sum("examples_with_K_ge_32", int(H.shape[0] >= 32))
     target(cmp.ratio, label="error/tolerance")
     assert cmp.ok, (
         f"{case}: ||x_L - x* - (I-PH)^L e_0|| <= {cmp.error:.3e} exceeds the derived tolerance "

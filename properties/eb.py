@@ -15,7 +15,6 @@ import numpy as np
 from scipy import stats
 
 from properties.reference.convert import MP_DPS
-from properties.tolerances import gamma
 
 
 def eb_upper_reference(losses: np.ndarray, c: float, delta: float, dps: int = MP_DPS) -> mpmath.mpf:
@@ -27,30 +26,6 @@ def eb_upper_reference(losses: np.ndarray, c: float, delta: float, dps: int = MP
         var = mpmath.fsum((v - mean) ** 2 for v in x) / (n - 1)
         lg = mpmath.log(2 / mpmath.mpf(delta))
         return mean + mpmath.sqrt(2 * var * lg / n) + 7 * mpmath.mpf(c) * lg / (3 * (n - 1))
-
-
-def eb_float_tolerance(losses: np.ndarray, c: float, delta: float, u: float = 2.0**-53) -> float:
-    """Bound on |float EB - exact EB| for a float64 evaluation of the formula.
-
-    clipped losses are exact; mean: |fl - m| <= gamma_n m (sum of n nonnegatives and one
-    division); V by two passes: |fl - V| <= gamma_{n+3} V + n (gamma_n m)^2/(n-1) (the
-    second term is the exact effect of a perturbed mean); sqrt term T: |fl - T| <=
-    sqrt(2 |dV| log(2/delta)/n) + gamma_6 T (|sqrt a - sqrt b| <= sqrt|a - b|; log, products,
-    sqrt each one rounding); range term R: gamma_6 R; the two final additions gamma_2 of the
-    sum.  Evaluated from float values of m, V (their own error is second order here).
-    """
-    x = np.minimum(np.asarray(losses, dtype=np.float64), c)
-    n = x.size
-    m = float(np.mean(x))
-    v = float(np.var(x, ddof=1))
-    lg = float(np.log(2 / delta))
-    t = np.sqrt(2 * v * lg / n)
-    r = 7 * c * lg / (3 * (n - 1))
-    dm = gamma(n, u) * m
-    dv = gamma(n + 3, u) * v + n * dm**2 / (n - 1)
-    dt = np.sqrt(2 * dv * lg / n) + gamma(6, u) * t
-    dr = gamma(6, u) * r
-    return float(dm + dt + dr + gamma(2, u) * (m + t + r))
 
 
 @dataclass(frozen=True)

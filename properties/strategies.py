@@ -87,7 +87,8 @@ def richardson_cases(draw: st.DrawFn, sources: tuple[str, ...] = ("checkpoint", 
     start = draw(st.sampled_from(x0))
     if source == "checkpoint":
         return RichardsonCase(source, cls, L, seed, task=draw(st.integers(0, 511)), x0=start)
-    K = draw(st.integers(min_value=2, max_value=max_K))
+    # sampled_from draws sizes uniformly (integers() favours small values), shrinking to K = 2
+    K = draw(st.sampled_from(range(2, max_K + 1)))
     # log-uniform condition number in [1, 1e4]
     kappa = 10.0 ** draw(st.floats(min_value=0.0, max_value=4.0))
     return RichardsonCase(source, cls, L, seed, K=K, kappa=kappa, x0=start)

@@ -87,3 +87,34 @@ def relative_band_golden(dtype: str) -> float:
     these metrics at the percent level.
     """
     return float(np.sqrt(unit_roundoff(dtype)))
+
+
+def eb_float_tolerance(losses: np.ndarray, c: float, delta: float, u: float = 2.0**-53) -> float:
+    """Bound on |float EB - exact EB| for a float64 evaluation of the formula.
+
+    clipped losses are exact; mean: |fl - m| <= gamma_n m (sum of n nonnegatives and one
+    division); V by two passes: |fl - V| <= gamma_{n+3} V + n (gamma_n m)^2/(n-1) (the
+    second term is the exact effect of a perturbed mean); sqrt term T = sqrt(k V), k =
+    2 log(2/delta)/n: |fl - T| <= min(sqrt(k dV), k dV / sqrt(k (V - dV))) + gamma_6 T (log,
+    products, sqrt each one rounding); range term R: gamma_6 R; the two final additions gamma_2 of the
+    sum.  Evaluated from float values of m, V (their own error is second order here).
+    """
+    x = np.minimum(np.asarray(losses, dtype=np.float64), c)
+    n = x.size
+    m = float(np.mean(x))
+    v = float(np.var(x, ddof=1))
+    lg = float(np.log(2 / delta))
+    t = np.sqrt(2 * v * lg / n)
+    r = 7 * c * lg / (3 * (n - 1))
+    dm = gamma(n, u) * m
+    dv = gamma(n + 3, u) * v + n * dm**2 / (n - 1)
+    k = 2 * lg / n
+    # |sqrt(kV^) - sqrt(kV)| <= min(sqrt(k dV), k dV / sqrt(k (V - dV))): the second form is
+    # the mean-value bound, tight whenever V is well away from 0
+    v_low = v - dv
+    dt_sqrt = np.sqrt(k * dv)
+    if v_low > 0:
+        dt_sqrt = min(dt_sqrt, k * dv / np.sqrt(k * v_low))
+    dt = dt_sqrt + gamma(6, u) * t
+    dr = gamma(6, u) * r
+    return float(dm + dt + dr + gamma(2, u) * (m + t + r))

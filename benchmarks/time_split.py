@@ -1,0 +1,64 @@
+"""Where the time of a certification run goes: references, SUT, hypothesis, pytest.
+
+    python benchmarks/time_split.py --only richardson --only eb
+
+Runs `python -m certify` in-process under cProfile and attributes each function's own
+time (tottime) to a bucket by the file it lives in (C functions by their owner: flint
+methods are references, torch ops are the SUT; other builtins by their main caller).  One run, so the shares are ratios taken
+together; the machines here are noisy, so read them as such.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import sys
+import time
+from collections import defaultdict
+
+BUCKETS = (
+    ("references (properties/, mpmath, python-flint)", ("properties/", "mpmath", "flint", "scipy")),
+    ("SUT (models/, torch)", ("models/", "torch")),
+    ("hypothesis (generation, shrinking)", ("hypothesis",)),
+    ("pytest, pluggy, xdist, certify plugin/report", ("_pytest", "pluggy", "xdist", "certify/", "matplotlib")),
+    ("numpy", ("numpy",)),
+)
+
+
+def bucket(func: tuple[str, int, str]) -> str:
+    filename, _, name = func
+    where = filename if filename != "~" else name
+    for label, keys in BUCKETS:
+        if any(k in where for k in keys):
+            return label
+    return "other (imports, interpreter)"
+
+
+def main(argv: list[str]) -> int:
+    from certify.cli import main as certify_main
+
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    rc = certify_main(argv + ["--out", "/tmp/certify-time-split"])
+    prof.disable()
+    wall = time.perf_counter() - t0
+    stats = pstats.Stats(prof)
+    totals: dict[str, float] = defaultdict(float)
+    table = stats.stats  # type: ignore[attr-defined]
+    for func, (_, _, tottime, _, callers) in table.items():
+        label = bucket(func)
+        if label.startswith("other") and func[0] == "~" and callers:
+            # a builtin (getattr, isinstance, gc ...) counts for whoever called it most
+            caller = max(callers, key=lambda c: callers[c][3])
+            label = bucket(caller)
+        totals[label] += tottime
+    profiled = sum(totals.values())
+    print(f"\nwall {wall:.1f} s (profiled {profiled:.1f} s; cProfile adds overhead)")
+    for label, t in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"  {label:<50} {t:7.2f} s  {100 * t / profiled:5.1f} %")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
