@@ -1,7 +1,8 @@
 """Figures of the report, drawn from data the certificates record with `record.figure`.
 
 Each renderer takes the list of data dicts recorded under its name (one per
-certificate that recorded it) and writes one PNG.
+certificate that recorded it) and writes one PNG.  Families add renderers in
+certify/figs_<family>.py with the same `@renderer(name)` decorator.
 """
 
 from __future__ import annotations
@@ -27,7 +28,20 @@ def renderer(name: str):
     return wrap
 
 
+def _load_family_renderers() -> None:
+    """Renderers of later families live in certify/figs_<family>.py; importing registers them."""
+    import importlib
+    import pkgutil
+
+    import certify
+
+    for mod in pkgutil.iter_modules(certify.__path__):
+        if mod.name.startswith("figs_"):
+            importlib.import_module(f"certify.{mod.name}")
+
+
 def render_all(results: dict[str, Any], outdir: Path) -> list[Path]:
+    _load_family_renderers()
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for res in results.values():
         for fig in res.figures:

@@ -37,6 +37,8 @@ class Claim:
     issue: int
     # Numbers the seed reports, keyed by the evidence name the certificate records.
     seed_values: dict[str, float] = field(default_factory=dict)
+    # For a corrected statement from the literature: the catalogued id it corrects.
+    corrects: str | None = None
 
     @property
     def title(self) -> str:
@@ -567,6 +569,12 @@ _CLAIMS: tuple[Claim, ...] = (
     ),
 )
 
+# Corrected statements from the literature, each registered as a claim of its own when a
+# catalogued claim is found false as stated (its id then names the catalogued one in
+# `corrects`).  Ids are not in ../shared/CLAIMS.md; everything else works as for any claim.
+_CORRECTED: tuple[Claim, ...] = (
+)
+
 SEED_VALUES: dict[str, dict[str, float]] = {
     "richardson.norm_bound": {"violation_rate": 0.0},
     # 001 Table 2: the decoder-only Flexformer checkpoint.
@@ -588,7 +596,9 @@ SEED_VALUES: dict[str, dict[str, float]] = {
 }
 
 CLAIMS: dict[str, Claim] = {}
-for _c in _CLAIMS:
+for _c in _CLAIMS + _CORRECTED:
+    if _c.corrects is not None and _c.corrects not in CLAIMS:
+        raise RuntimeError(f"claim {_c.id} corrects {_c.corrects!r}, which is not registered before it")
     if _c.id in CLAIMS:
         raise RuntimeError(f"claim id registered twice: {_c.id}")
     if _c.expected not in STATUSES:
