@@ -10,7 +10,6 @@ report when the session ends.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -159,8 +158,8 @@ class Recorder:
     def _op(self, op: str, name: str, value: Any) -> None:
         if isinstance(value, bool):
             value = int(value)
-        if not isinstance(value, (int, float, str)):
-            value = float(value)  # numpy / torch scalars
+        if type(value) not in (int, float, str):
+            value = str(value) if isinstance(value, str) else float(value)  # numpy / torch scalars
         if name in self.ops:
             self.ops[name] = fold_ops(self.ops[name], (op, value))
         else:
@@ -193,14 +192,34 @@ class Recorder:
         self.figures.append({"name": name, "data": data})
 
     def payload(self) -> dict[str, Any]:
-        return {
+        """Plain Python values only: xdist (execnet) serializes no numpy or torch objects."""
+        return _plain({
             "claim": self.claim,
             "kind": "evidence",
             "ops": {k: list(v) for k, v in self.ops.items()},
             "examples": self.examples,
             "verdicts": self.verdicts,
             "figures": self.figures,
-        }
+        })
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if x is None or type(x) in (bool, int, float, str):  # not isinstance: np.float64 is a float
+        return x
+    if isinstance(x, str):
+        return str(x)
+    if hasattr(x, "tolist"):  # numpy / torch arrays and scalars
+        return _plain(x.tolist())
+    if isinstance(x, (complex,)):
+        return repr(x)
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return str(x)
 
 
 @pytest.fixture
@@ -365,8 +384,3 @@ def _skip_reason(report: pytest.TestReport) -> str:
         return str(lr[2]).removeprefix("Skipped: ")
     return str(lr)
 
-
-def nan_to_none(x: Any) -> Any:
-    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-        return repr(x)
-    return x

@@ -158,6 +158,19 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+def _split_evidence(evidence: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Plain evidence, and per-object metrics (names `object.metric`) for their own tables."""
+    plain: dict[str, Any] = {}
+    grouped: dict[str, dict[str, Any]] = {}
+    for name, value in evidence.items():
+        head, dot, tail = name.partition(".")
+        if dot:
+            grouped.setdefault(head, {})[tail] = value
+        else:
+            plain[name] = value
+    return plain, grouped
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     s = doc["suite"]
     lines = [
@@ -169,16 +182,24 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "| item | status | expected | evidence (measured; seed in brackets) |",
         "|---|---|---|---|",
     ]
+    tables: list[str] = []
     for e in doc["claims"]:
-        ev = []
         seeds = dict(e["seed_values"])
-        for name, value in e["evidence"].items():
-            if name in ("failure",):
-                continue
+        plain, grouped = _split_evidence({k: v for k, v in e["evidence"].items() if k != "failure"})
+        ev = []
+        for name, value in plain.items():
             text = f"{name} {_fmt(value)}"
             if name in seeds:
                 text += f" [seed {_fmt(seeds.pop(name))}]"
             ev.append(text.replace("|", "/").replace("\n", " "))
+        if grouped:
+            ev.append(f"metrics of {', '.join(grouped)} below")
+            tables += ["", f"### {e['id']}: measured metrics", "", "| object | metric | measured | seed |",
+                       "|---|---|---|---|"]
+            for obj, metrics in grouped.items():
+                for metric, value in metrics.items():
+                    seed = seeds.pop(f"{obj}.{metric}", None)
+                    tables.append(f"| {obj} | {metric} | {_fmt(value)} | {'' if seed is None else _fmt(seed)} |")
         ev += [f"{n} [seed {_fmt(v)}, not measured]" for n, v in seeds.items()]
         if e["checks"]:
             ev.append(f"{e['checks']} checks, {e['examples']} examples")
@@ -186,6 +207,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {e['id']} | {status} | {e['expected']} | {'; '.join(ev)} |")
     bad = misses(doc["claims"])
     lines += ["", f"{len(bad)} claim(s) missed their expected verdict." if bad else "Every checked claim has its expected verdict."]
+    lines += tables
     for e in doc["claims"]:
         if e["counterexample"] is not None:
             lines += ["", f"## Counterexample: {e['id']}", "", "```", json.dumps(e["counterexample"], indent=1), "```"]

@@ -106,3 +106,30 @@ def test_falsifying_example_extraction():
     text = "E   assert False\nFalsifying example: test_f(\n    case=1,\n)\n\nYou can reproduce"
     assert falsifying_example(text) == "test_f(\n    case=1,\n)"
     assert falsifying_example("no example here") is None
+
+
+def test_recorder_payload_is_plain_python():
+    """xdist ships evidence through execnet, which serializes no numpy scalar (np.float64 is
+    a float subclass, so isinstance checks alone let it through)."""
+    import numpy as np
+
+    from certify.plugin import Recorder
+
+    rec = Recorder("eb.formula")
+    rec.max("a", np.float64(1.5))
+    rec.set("b", np.int64(3))
+    rec.figure("f", {"x": np.arange(3, dtype=np.float32), "y": np.float64(2.0)})
+    rec.verdict("open", "r", counterexample={"v": np.float64(0.25), "t": (np.int32(1),)})
+    payload = rec.payload()
+
+    def walk(x):
+        assert type(x) in (dict, list, str, int, float, bool, type(None)), type(x)
+        if isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(payload)
+    assert payload["figures"][0]["data"]["x"] == [0.0, 1.0, 2.0]
