@@ -104,3 +104,27 @@ def _finite_task_rate(datas: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+@renderer("decoder_mode_weights")
+def _decoder_mode_weights(datas: list[dict[str, Any]], path: Path) -> None:
+    """Where the remaining preconditioner error lies: w_{s,i} = lambda_i ||(P_s - P*) q_i||^2,
+    normalized over the eigenmodes q_i of C, and its normalized entropy H(Omega_s) (002 sec 9)."""
+    datas = sorted(datas, key=lambda d: d["name"])
+    fig, axes = plt.subplots(1, len(datas), figsize=(4.6 * len(datas), 3.6), squeeze=False)
+    for ax, d in zip(axes[0], datas):
+        s = np.asarray(d["steps"])
+        w = np.asarray(d["weights"], float)
+        lam = np.asarray(d["eigenvalues"], float)
+        colors = plt.cm.viridis(np.linspace(0, 1, w.shape[1]))
+        ax.stackplot(s, w.T, colors=colors, alpha=0.85)
+        ax.plot(s, d["entropy"], "k--", lw=1.2, label="normalized entropy H(Omega_s)")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{d['name']}: lambda from {lam.min():.2g} (dark) to {lam.max():.2g} (light)", fontsize=8)
+        ax.set_xlabel("outer step s")
+        ax.legend(fontsize=6, loc="upper right")
+    axes[0][0].set_ylabel("mode weight w_{s,i}")
+    fig.suptitle("Spectral overlap weights of P_s - P* over outer time (002 sec 3.1, 9; Fig 3)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -135,6 +135,20 @@ def test_decoder_trajectory_figure(name: str, backend, record, golden) -> None:
         "null_floor": (chk.null_initial if chk.has_null_component else 0.0)
         / max(float(np.linalg.norm(so.to_numpy(run.P_star))), 1e-300),
     })
+    # spectral overlap weights w_{s,i} = lambda_i ||(P_s - P*) q_i||^2 / sum_j (...) of the SUT's
+    # iterates (002 sec 3.1 / 9, Fig 3): descriptive, in float64 from the logged P_s
+    lam, Q = np.linalg.eigh(C)
+    lam = np.clip(lam, 0.0, None)  # C is PSD; eigh returns null modes as +-1e-14
+    Pstar = so.to_numpy(run.P_star)
+    weights, entropy = [], []
+    for P in Ps:
+        e = lam * np.sum(((P - Pstar) @ Q) ** 2, axis=0)
+        w = e / e.sum() if e.sum() > 0 else np.zeros_like(e)
+        weights.append(w.tolist())
+        nz = w[w > 0]
+        entropy.append(float(-(nz * np.log(nz)).sum() / np.log(K)))
+    record.figure("decoder_mode_weights", {"name": name, "steps": run.steps, "eigenvalues": lam.tolist(),
+                                           "weights": weights, "entropy": entropy})
     golden("decoder", metrics, rtol=tolerances.relative_band_golden(backend.dtype), atol=64 * u,
            seed=so.TRAJECTORY_SEED)
 
