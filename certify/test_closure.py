@@ -238,7 +238,7 @@ def test_spectra_only_canonical(backend, record, golden) -> None:
     """
     case = CANONICAL_SPECTRA
     out = _spectra_check(case, backend)
-    pair, H = out["pair"], out["H"]
+    pair = out["pair"]
     rA, rB = out["risk_A_exact"], out["risk_B_exact"]
     record.example()
     record.set("risk_A", out["risk_A_sut"])

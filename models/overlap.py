@@ -31,9 +31,9 @@ import torch
 
 from .dtypes import as_device, as_dtype
 from .preconditioners import FrozenLinear
-from .richardson import RichardsonDecoder, apply, depth_risk
-from .tasks import LeastSquaresPrompts, Tasks
-from .train import TrainConfig, build_decoder, train_batch_seed
+from .richardson import RichardsonDecoder, apply
+from .tasks import Tasks
+from .train import TrainConfig, train
 
 
 # --------------------------------------------------------------------------- #
@@ -143,26 +143,12 @@ def train_logged(cfg: TrainConfig, eval_tasks: Tasks, every: int,
     if eval_tasks.H.dtype != dt or eval_tasks.H.device.type != dev.type:
         raise ValueError(f"eval_tasks are {eval_tasks.H.dtype} on {eval_tasks.H.device}, "
                          f"the config trains {dt} on {dev}")
-    prompts = LeastSquaresPrompts(cfg.task, dev, dt)
-    decoder = build_decoder(cfg)
-    opt = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
-    history: list[dict[str, Any]] = []
     rows: list[OverlapRow] = []
-    for step in range(cfg.steps):
+
+    def log(step: int, decoder: RichardsonDecoder) -> None:
         if step % every == 0:
             rows.append(log_checkpoint(decoder, eval_tasks, step))
-        tasks = prompts.sample(cfg.batch, train_batch_seed(cfg, step))
-        risk = depth_risk(decoder, tasks)
-        value = float(risk.detach())
-        if not torch.isfinite(risk):
-            raise RuntimeError(f"training {cfg.cls} diverged at step {step}: risk {value}")
-        opt.zero_grad(set_to_none=True)
-        risk.backward()
-        opt.step()
-        record = {"step": step, "risk": value}
-        history.append(record)
-        if progress is not None:
-            progress(record)
-    decoder.eval()
+
+    decoder, history = train(cfg, progress, before_step=log)
     rows.append(log_checkpoint(decoder, eval_tasks, cfg.steps))
     return LoggedRun(decoder, history, rows)

@@ -89,17 +89,22 @@ def train_batch_seed(cfg: TrainConfig, step: int) -> int:
     return derive_seed("train-batch", cfg.seed, step)
 
 
-def train(cfg: TrainConfig, progress: Callable[[dict[str, Any]], None] | None = None
+def train(cfg: TrainConfig, progress: Callable[[dict[str, Any]], None] | None = None,
+          before_step: Callable[[int, RichardsonDecoder], None] | None = None
           ) -> tuple[RichardsonDecoder, list[dict[str, Any]]]:
     """Adam on the depth-L risk; history = [{"step", "risk"}] of the training batches.
 
-    A non-finite risk stops training with an error rather than saving a broken model.
+    `before_step(step, decoder)` sees the decoder before each update (for logging; it
+    must not change it).  A non-finite risk stops training with an error rather than
+    saving a broken model.
     """
     prompts = LeastSquaresPrompts(cfg.task, as_device(cfg.device), as_dtype(cfg.dtype))
     decoder = build_decoder(cfg)
     opt = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
     history: list[dict[str, Any]] = []
     for step in range(cfg.steps):
+        if before_step is not None:
+            before_step(step, decoder)
         tasks = prompts.sample(cfg.batch, train_batch_seed(cfg, step))
         risk = depth_risk(decoder, tasks)
         value = float(risk.detach())
