@@ -418,7 +418,7 @@ _CLAIMS: tuple[Claim, ...] = (
         statement='W_Q -> A W_Q, W_K -> A^{-T} W_K leaves W_Q^T W_K and the attention output unchanged (002 sec 12.10)',
         check='identity',
         sut='attention module',
-        expected='verified',
+        expected='conditional',  # rbf kernel: only orthogonal A
         issue=4,
     ),
 
@@ -574,6 +574,17 @@ _CLAIMS: tuple[Claim, ...] = (
 # `corrects`).  Ids are not in ../shared/CLAIMS.md; everything else works as for any claim.
 _CORRECTED: tuple[Claim, ...] = (
     Claim(
+        id='attention.qk_gauge_dot_kernel',
+        family='F',
+        source='002 sec 12.10, corrected: the kernel must depend on (q, k) only through q.k (elementary: q.k = e^T W_Q^T A^T A^{-T} W_K e\'; ||A q - A^{-T} k|| != ||q - k|| unless A is orthogonal)',
+        statement='for attention whose kernel is a function of q.k (softmax / exp kernel), W_Q -> A W_Q, W_K -> A^{-T} W_K (A invertible) leaves W_Q^T W_K, the attention matrix, P_theta and the update output unchanged; for distance kernels (rbf) only orthogonal A does',
+        check='identity (arb) with tolerance scaling with ||A^{-1}||',
+        sut='models.attention.gauge_transform on models.Flexformer (exp kernel)',
+        expected='verified',
+        issue=4,
+        corrects='attention.qk_gauge',
+    ),
+    Claim(
         id='closure.scalar_state_modes',
         family='O',
         source='002 sec 7, corrected: (1 - x)^2 = (1 - y)^2 iff x = y or x + y = 2 (elementary)',
@@ -679,9 +690,9 @@ SEED_VALUES: dict[str, dict[str, float]] = {
         "max_gain_closure_error": 6.939e-18,
         "max_rdec_closure_error": 5.551e-17,
     },
-    # 001 sec 4.3 (decoder), Table 4 (Flexformer enc+dec), Table 5 (PDE).
     # 000 sec 9: exact-gradient validation (dense-P and parameter-gradient relative errors).
     "flexformer.adjoint_gradient": {"max_rel_err_grad_P": 1.727e-16, "max_rel_err_grad_theta": 1.048e-15},
+    # 001 sec 4.3 (decoder), Table 4 (Flexformer enc+dec), Table 5 (PDE).
     "eb.heldout": {
         "flexformer.eb_upper": 1.7710e-1,
         "encdec_flexformer.eb_upper": 1.7511e-1,
