@@ -691,6 +691,8 @@ SEED_VALUES: dict[str, dict[str, float]] = {
         "max_rdec_closure_error": 5.551e-17,
     },
     # 000 sec 9: exact-gradient validation (dense-P and parameter-gradient relative errors).
+    # 001 Table 5 (000 sec 5): PDE encoder z MSE and A relative error (ours at lambda_z = 1e-4).
+    "pde.encoder_recovery": {"z_mse": 6.1356e-8, "A_rel_err": 6.0764e-5},
     "flexformer.adjoint_gradient": {"max_rel_err_grad_P": 1.727e-16, "max_rel_err_grad_theta": 1.048e-15},
     # 001 sec 4.3 (decoder), Table 4 (Flexformer enc+dec), Table 5 (PDE).
     "eb.heldout": {
