@@ -168,7 +168,7 @@ def weak_form_tolerance(A0, Ak, z, V, F, U, u: float) -> WeakTolerance:
     Az = A0 + np.einsum("k,kij->ij", z, Ak)
     tr = float(np.trace(Az)) * (1 + gamma(2 * len(Ak), u)) + n * dA
     Ec = gamma(3 * n + 1, u) * tr / (1 - gamma(n + 1, u))
-    v_f, u_f, f_f = nrm(V), nrm(U), nrm(F)
+    v_f, u_f = nrm(V), nrm(U)
     res = v_f * (dA + Ec) * u_f
     dG = [gamma(2 * n, u) * nrm(np.abs(V).T @ np.abs(Ak[k]) @ np.abs(U)) for k in range(len(Ak))]
     dG_f = float(np.sqrt(sum(x * x for x in dG)))
