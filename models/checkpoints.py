@@ -30,7 +30,8 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be trusted: unreadable, incomplete, inconsistent or mismatched."""
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes (safetensors itself has no checksum)."""
     h = hashlib.sha256()
     for key in sorted(tensors):
         t = tensors[key].detach().cpu().contiguous()
@@ -55,8 +56,14 @@ def save_checkpoint(path: str | Path, decoder: RichardsonDecoder, config: dict[s
         "L": str(decoder.L),
         "hparams": json.dumps(precond.hparams(), sort_keys=True),
         "config": _canonical(config),
-        "sha256": _digest(tensors),
+        "sha256": tensor_digest(tensors),
     }
+    atomic_save(path, tensors, metadata)
+
+
+def atomic_save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write a safetensors file via a temporary file and a rename, so concurrent writers
+    (xdist workers training the same config) never leave a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -102,7 +109,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     metadata, tensors = _read(path)
     if _field(path, metadata, "format") != FORMAT:
         raise CheckpointError(f"checkpoint {path}: format {metadata['format']!r}, expected {FORMAT!r}")
-    if _digest(tensors) != _field(path, metadata, "sha256"):
+    if tensor_digest(tensors) != _field(path, metadata, "sha256"):
         raise CheckpointError(f"checkpoint {path}: tensor data does not match its SHA-256 (corrupt file)")
     try:
         name = _field(path, metadata, "class")

@@ -40,17 +40,14 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from .checkpoints import CheckpointError
+from .checkpoints import CheckpointError, atomic_save, tensor_digest
 from .dtypes import as_device, as_dtype, dtype_name
 from .eb import eb_upper
 from .preconditioners import Flexformer, FrozenLinear
@@ -588,29 +585,12 @@ def _run_tensors(run: EncDecRun) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in t.items()}
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(tensors):
-        t = tensors[key]
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
-
-
 def save_run(path: str | Path, run: EncDecRun) -> None:
     path = Path(path)
     tensors = _run_tensors(run)
     meta = {"format": RUN_FORMAT, "config": json.dumps(run.config.to_dict(), sort_keys=True),
-            "train_loss": json.dumps(run.train_loss), "sha256": _digest(tensors)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            "train_loss": json.dumps(run.train_loss), "sha256": tensor_digest(tensors)}
+    atomic_save(path, tensors, meta)
 
 
 def load_run(path: str | Path, expect: EncDecConfig) -> EncDecRun:
@@ -625,7 +605,7 @@ def load_run(path: str | Path, expect: EncDecConfig) -> EncDecRun:
         raise CheckpointError(f"encdec run {path}: not a readable safetensors file ({exc})") from exc
     if meta.get("format") != RUN_FORMAT:
         raise CheckpointError(f"encdec run {path}: format {meta.get('format')!r}, expected {RUN_FORMAT!r}")
-    if meta.get("sha256") != _digest(tensors):
+    if meta.get("sha256") != tensor_digest(tensors):
         raise CheckpointError(f"encdec run {path}: tensor data does not match its SHA-256 (corrupt file)")
     if meta.get("config") != json.dumps(expect.to_dict(), sort_keys=True):
         raise CheckpointError(f"encdec run {path}: stored config does not match the requested one")

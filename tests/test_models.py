@@ -353,7 +353,7 @@ def _rewrite(path, mutate):
     with safe_open(str(path), framework="pt") as f:
         meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     mutate(tensors)
-    meta["sha256"] = ckpt_mod._digest(tensors)
+    meta["sha256"] = ckpt_mod.tensor_digest(tensors)
     save_file(tensors, str(path), metadata=meta)
 
 
