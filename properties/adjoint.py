@@ -25,6 +25,7 @@ from .tolerances import gamma, richardson_step_error
 
 
 def _vecs(a: np.ndarray) -> list[arb_mat]:
+    """The slices a[i] (vectors or matrices) as exact arb matrices."""
     return [to_arb_mat(np.asarray(a[i])) for i in range(a.shape[0])]
 
 
@@ -35,7 +36,7 @@ def exact_grad_P_adjoint(P: np.ndarray, H: np.ndarray, d: np.ndarray, zstar: np.
     with precision(working_prec(prec)):
         Pm = to_arb_mat(P)
         G = arb_mat(K, K)
-        for Hi, di, zi in zip(_vecs_mats(H), _vecs(d), _vecs(zstar)):
+        for Hi, di, zi in zip(_vecs(H), _vecs(d), _vecs(zstar)):
             z = arb_mat(K, 1)
             rs = []
             for _ in range(L):
@@ -50,10 +51,6 @@ def exact_grad_P_adjoint(P: np.ndarray, H: np.ndarray, d: np.ndarray, zstar: np.
         return G
 
 
-def _vecs_mats(H: np.ndarray) -> list[arb_mat]:
-    return [to_arb_mat(np.asarray(H[i])) for i in range(H.shape[0])]
-
-
 def exact_grad_P_direct(P: np.ndarray, H: np.ndarray, d: np.ndarray, zstar: np.ndarray, L: int,
                         *, prec: int | None = None) -> arb_mat:
     """d/dP L_N written out: sum_i sum_l ((M_i^T)^{L-1-l} e_i) r_{i,l}^T / (NK)."""
@@ -61,7 +58,7 @@ def exact_grad_P_direct(P: np.ndarray, H: np.ndarray, d: np.ndarray, zstar: np.n
     with precision(working_prec(prec)):
         Pm = to_arb_mat(P)
         G = arb_mat(K, K)
-        for Hi, di, zi in zip(_vecs_mats(H), _vecs(d), _vecs(zstar)):
+        for Hi, di, zi in zip(_vecs(H), _vecs(d), _vecs(zstar)):
             MT = (identity(K) - Pm * Hi).transpose()
             e = richardson_closed_form(P, Hi, di, L) - zi
             for l in range(L):
@@ -78,7 +75,7 @@ def exact_loss(P: np.ndarray, H: np.ndarray, d: np.ndarray, zstar: np.ndarray, L
     N, K = d.shape
     with precision(working_prec(None)):
         s = arb(0)
-        for Hi, di, zi in zip(_vecs_mats(H), _vecs(d), _vecs(zstar)):
+        for Hi, di, zi in zip(_vecs(H), _vecs(d), _vecs(zstar)):
             e = richardson_closed_form(to_arb_mat(P), Hi, di, L) - zi
             for x in e.entries():
                 s += x * x
