@@ -53,7 +53,7 @@ from .eb import eb_upper
 from .preconditioners import Flexformer, FrozenLinear
 from .richardson import RichardsonDecoder
 from .seeding import cpu_generator, derive_seed, random_rotation
-from .tasks import TaskConfig, _symmetrize, log_spaced_eigs
+from .tasks import TaskConfig, symmetrize, log_spaced_eigs
 
 DESIGNS = ("gaussian", "orthogonal")
 ENCODERS = ("oja", "gain")
@@ -124,8 +124,8 @@ class LowRankPrompts:
             Q = random_rotation(K, cpu_generator(derive_seed("design-covariance", t.seed)))
             self.U_star64 = random_rotation(K, cpu_generator(derive_seed("lowrank-basis", t.seed)))[:, :r]
         self.eigs64 = eigs
-        self.sigma64 = _symmetrize((Q * eigs) @ Q.T)
-        self.sigma_sqrt64 = _symmetrize((Q * eigs.sqrt()) @ Q.T)
+        self.sigma64 = symmetrize((Q * eigs) @ Q.T)
+        self.sigma_sqrt64 = symmetrize((Q * eigs.sqrt()) @ Q.T)
         self.z_var64 = torch.tensor(cfg.z_var, dtype=torch.float64)
         eye = torch.eye(K, dtype=torch.float64)
         self.H_pop64 = self.sigma64 + t.ridge * eye
@@ -149,7 +149,7 @@ class LowRankPrompts:
         t = self.cfg.task
         Sz = torch.diag(self.z_var64)
         Sx, Us = self.sigma64, self.U_star64
-        S_c = _symmetrize(Sx @ Us @ Sz @ Us.T @ Sx) + (t.noise**2 / t.M) * Sx
+        S_c = symmetrize(Sx @ Us @ Sz @ Us.T @ Sx) + (t.noise**2 / t.M) * Sx
         Sigma_bz = torch.linalg.solve(self.H_pop64, Sx @ Us @ Sz)  # E[H^{-1} c z^T]
         return {k: self._cast(v) for k, v in
                 {"H": self.H_pop64, "S_c": S_c, "Sigma_bz": Sigma_bz, "Sigma_z": Sz}.items()}
@@ -173,7 +173,7 @@ class LowRankPrompts:
             xi = torch.randn(n, M, generator=gen, dtype=torch.float64)
             y = (X @ beta.unsqueeze(-1)).squeeze(-1) + t.noise * xi
             Xt = X.transpose(-1, -2)
-            H = _symmetrize(Xt @ X) / M + t.ridge * eye
+            H = symmetrize(Xt @ X) / M + t.ridge * eye
             c = (Xt @ y.unsqueeze(-1)).squeeze(-1) / M
         return LowRankTasks(*(self._cast(v) for v in (H, c, beta, z)))
 
@@ -402,7 +402,7 @@ def train_encdec(cfg: EncDecConfig) -> EncDecRun:
     else:
         train = prompts.sample(cfg.n_train, derive_seed(TRAIN_SEED_LABEL, cfg.seed))
         beta_hat = latent_solution(train.H, train.c)  # the prompts' ridge estimates H^{-1} c
-        S = _symmetrize(beta_hat.T @ beta_hat) / len(train)
+        S = symmetrize(beta_hat.T @ beta_hat) / len(train)
 
     flex = None
     opt = None
@@ -416,12 +416,12 @@ def train_encdec(cfg: EncDecConfig) -> EncDecRun:
     def moments(U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         if cfg.moments == "population":
             A = U.T @ pop["H"] @ U
-            C = _symmetrize(U.T @ pop["S_c"] @ U)
+            C = symmetrize(U.T @ pop["S_c"] @ U)
             B = torch.linalg.solve(A, C)  # E[z^dagger d^T] = A^{-1} C for the fixed H
             return C, B, A
         A, d = latent_system(U, train.H, train.c)
         zdag = latent_solution(A, d)
-        C = _symmetrize(d.T @ d) / len(train)
+        C = symmetrize(d.T @ d) / len(train)
         B = zdag.T @ d / len(train)
         return C, B, None
 

@@ -33,7 +33,7 @@ import torch
 from .dtypes import as_device, as_dtype
 from .gaussian_prompts import GaussianPrompts
 from .seeding import cpu_generator, derive_seed, random_rotation
-from .tasks import TaskConfig, _symmetrize, log_spaced_eigs
+from .tasks import TaskConfig, symmetrize, log_spaced_eigs
 
 __all__ = [
     "EncoderConfig", "EncoderProblem", "train", "gd_step", "population_risk", "heldout_sample",
@@ -78,8 +78,8 @@ class EncoderProblem:
         g = cpu_generator(derive_seed("encoder-problem", cfg.seed, cfg.K, cfg.r))
         V = random_rotation(cfg.r, g)
         self.mu64 = cfg.z_scale * log_spaced_eigs(cfg.r, cfg.kappa_z)
-        self.Sigma_z64 = _symmetrize((V * self.mu64) @ V.T)
-        self._sz_sqrt64 = _symmetrize((V * self.mu64.sqrt()) @ V.T)
+        self.Sigma_z64 = symmetrize((V * self.mu64) @ V.T)
+        self._sz_sqrt64 = symmetrize((V * self.mu64.sqrt()) @ V.T)
         self.G_star64 = random_rotation(cfg.K, g)[:, :cfg.r].contiguous()
         self.G0_64 = cfg.init_scale * torch.randn(cfg.K, cfg.r, generator=g, dtype=torch.float64) / cfg.r**0.5
 
@@ -120,7 +120,7 @@ class EncoderProblem:
     def Sigma_bb(self) -> torch.Tensor:
         """E[b b^T] = G_* Sigma_z G_*^T + sigma^2 I_K."""
         eye = torch.eye(self.K, dtype=torch.float64)
-        return self._t(_symmetrize(self.G_star64 @ self.Sigma_z64 @ self.G_star64.T) + self.cfg.sigma ** 2 * eye)
+        return self._t(symmetrize(self.G_star64 @ self.Sigma_z64 @ self.G_star64.T) + self.cfg.sigma ** 2 * eye)
 
     def sample(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """n i.i.d. pairs (z (n,r), b (n,K)) from the generator, float64 -> device/dtype."""
@@ -141,7 +141,7 @@ def gd_step(G: torch.Tensor, Sz: torch.Tensor, Sbz: torch.Tensor, eta: torch.Ten
 def empirical_moments(z: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(Z^T Z / n, B^T Z / n) of a sample."""
     n = z.shape[0]
-    return _symmetrize(z.T @ z) / n, b.T @ z / n
+    return symmetrize(z.T @ z) / n, b.T @ z / n
 
 
 def training_set(problem: EncoderProblem, N: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,6 +292,6 @@ def subspace_estimates(cfg: SubspaceConfig, checkpoints: list[int] | None = None
     csum = torch.cumsum(outer, 0)
     idx = torch.tensor([n - 1 for n in ns], device=bh.device)
     counts = torch.tensor(ns, dtype=bh.dtype, device=bh.device)
-    S = _symmetrize(csum[idx] / counts[:, None, None])
+    S = symmetrize(csum[idx] / counts[:, None, None])
     U = top_r(S, cfg.r)
     return SubspaceRun(ns, S, U, pr.Sigma_beta, pr.U_star, pr.mu64)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from .seeding import cpu_generator, derive_seed, random_rotation
-from .tasks import LeastSquaresPrompts, TaskConfig, _symmetrize, log_spaced_eigs
+from .tasks import LeastSquaresPrompts, TaskConfig, symmetrize, log_spaced_eigs
 
 __all__ = ["GaussianPrompts", "PromptBatch", "whitened_covariance"]
 
@@ -41,8 +41,8 @@ class PromptBatch:
 def whitened_covariance(X: torch.Tensor, Sigma_inv_sqrt: torch.Tensor) -> torch.Tensor:
     """Sigma_x^{-1/2} (X^T X / M) Sigma_x^{-1/2} for a batch X (n,M,K) (002 sec 4)."""
     M = X.shape[-2]
-    S = _symmetrize(X.transpose(-1, -2) @ X) / M
-    return _symmetrize(Sigma_inv_sqrt @ S @ Sigma_inv_sqrt)
+    S = symmetrize(X.transpose(-1, -2) @ X) / M
+    return symmetrize(Sigma_inv_sqrt @ S @ Sigma_inv_sqrt)
 
 
 class GaussianPrompts(LeastSquaresPrompts):
@@ -61,7 +61,7 @@ class GaussianPrompts(LeastSquaresPrompts):
         K = cfg.K
         # The same Haar rotation the parent drew for Sigma_x (same derived seed).
         Q = random_rotation(K, cpu_generator(derive_seed("design-covariance", cfg.seed)))
-        self._sigma_inv_sqrt64 = _symmetrize((Q * self.eigs64.rsqrt()) @ Q.T)
+        self._sigma_inv_sqrt64 = symmetrize((Q * self.eigs64.rsqrt()) @ Q.T)
         self.rank = rank
         if rank is not None:
             if not 1 <= rank <= K:
@@ -72,8 +72,8 @@ class GaussianPrompts(LeastSquaresPrompts):
             self.U_star64 = random_rotation(K, g)[:, :rank].contiguous()
             V = random_rotation(rank, g)
             self.mu64 = z_scale * log_spaced_eigs(rank, kappa_z)
-            self.Sigma_z64 = _symmetrize((V * self.mu64) @ V.T)
-            self._sigma_z_sqrt64 = _symmetrize((V * self.mu64.sqrt()) @ V.T)
+            self.Sigma_z64 = symmetrize((V * self.mu64) @ V.T)
+            self._sigma_z_sqrt64 = symmetrize((V * self.mu64.sqrt()) @ V.T)
 
     # ------------------------------------------------------------------ population
     @property
@@ -89,7 +89,7 @@ class GaussianPrompts(LeastSquaresPrompts):
     def Sigma_beta(self) -> torch.Tensor:
         """E[beta beta^T] = U_* Sigma_z U_*^T (002 sec 5.2), float64 -> dtype."""
         self._need_rank()
-        return _symmetrize(self.U_star64 @ self.Sigma_z64 @ self.U_star64.T).to(self.device, self.dtype)
+        return symmetrize(self.U_star64 @ self.Sigma_z64 @ self.U_star64.T).to(self.device, self.dtype)
 
     def _need_rank(self) -> None:
         if self.rank is None:
@@ -130,7 +130,7 @@ class GaussianPrompts(LeastSquaresPrompts):
         X, y, beta = X.to(dev, dt), y.to(dev, dt), beta.to(dev, dt)
         Xt = X.transpose(-1, -2)
         eye = torch.eye(K, device=dev, dtype=dt)
-        H = _symmetrize(Xt @ X) / M + self.cfg.ridge * eye
+        H = symmetrize(Xt @ X) / M + self.cfg.ridge * eye
         c = (Xt @ y.unsqueeze(-1)).squeeze(-1) / M
         beta_hat = torch.linalg.solve(H, c.unsqueeze(-1)).squeeze(-1)
         return PromptBatch(X, y, beta, H, c, beta_hat)

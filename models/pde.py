@@ -20,18 +20,27 @@ a load vector w with the nodal coefficients v).
 Encoder (eqs 11-12): G_{(i,r),k} = <A_k u_i, v_r>, b_{(i,r)} = <f_i - A_0 u_i, v_r>, row index
 i*q + r; z_enc = (G^T G + lambda_z I)^{-1} G^T b by Cholesky.
 
+Decoder tasks (000 eq 13; 001 sec 5.4, Table 5): `PDETaskConfig` / `PDEPrompts` encode a prompt
+of M solution pairs into z_enc and pose the query solve A(z_enc) u = f* (f* a fresh GP load) to
+the Richardson decoder as H = A(z_enc)/a, d = f*/a with a = 4(n+1) + C0/(n+1) (the Gershgorin
+bound of A_0), so H has eigenvalues O(1); x* = A(z_enc)^-1 f* and the true solution
+u* = A(z)^-1 f* differ by the encoder's error (the encoded-solve floor).
+
 All arithmetic in the requested dtype on the requested device; random numbers are drawn in
 float64 on the CPU from explicit seeds, then cast.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from models.seeding import cpu_generator, derive_seed
+from models.tasks import Tasks, exact_solution
 
 K = 4
 N_NODES = 24
@@ -94,14 +103,19 @@ def test_functions(q: int, n: int = N_NODES) -> torch.Tensor:
     return math.sqrt(2.0) * torch.sin(math.pi * nodes(n)[:, None] * r[None, :])
 
 
-def gp_loads(M: int, seed: int, n: int = N_NODES) -> torch.Tensor:
-    """F, shape (n, M): load vectors h f_i(x_j) of M draws f_i ~ GP(0, SE(length 0.2))."""
+@functools.cache
+def _load_root(n: int) -> torch.Tensor:
+    """A square root R (R R^T = C) of the SE(length 0.2) covariance C of f at the n nodes."""
     x = nodes(n)
     C = torch.exp(-0.5 * ((x[:, None] - x[None, :]) / GP_LENGTH) ** 2)
     evals, evecs = torch.linalg.eigh(C)
-    root = evecs * evals.clamp_min(0.0).sqrt()
+    return evecs * evals.clamp_min(0.0).sqrt()
+
+
+def gp_loads(M: int, seed: int, n: int = N_NODES) -> torch.Tensor:
+    """F, shape (n, M): load vectors h f_i(x_j) of M draws f_i ~ GP(0, SE(length 0.2))."""
     xi = torch.randn(n, M, generator=cpu_generator(derive_seed("pde.gp_loads", seed, n, M)), dtype=torch.float64)
-    return (root @ xi) / (n + 1)
+    return (_load_root(n) @ xi) / (n + 1)
 
 
 def sample_z(seed: int, count: int = 1) -> torch.Tensor:
@@ -144,17 +158,17 @@ class GalerkinFamily(torch.nn.Module):
         return torch.as_tensor(x, dtype=torch.float64).to(self.device_, self.dtype_)
 
     def operator(self, z: torch.Tensor) -> torch.Tensor:
-        """A(z), accumulated term by term: A_0 + z_1 A_1 + ... + z_K A_K."""
+        """A(z), accumulated term by term: A_0 + z_1 A_1 + ... + z_K A_K; z (..., K) gives (..., n, n)."""
         A = self.A0.clone()
         for k in range(K):
-            A = A + z[k] * self.Ak[k]
+            A = A + z[..., k, None, None] * self.Ak[k]
         return A
 
     @staticmethod
     def _chol(S: torch.Tensor) -> torch.Tensor:
         L, info = torch.linalg.cholesky_ex(S)
-        if int(info) != 0:
-            raise torch.linalg.LinAlgError(f"Cholesky failed at leading minor {int(info)}")
+        if bool((info != 0).any()):
+            raise torch.linalg.LinAlgError(f"Cholesky failed (leading minor {int(info.max())})")
         return L
 
     def solve(self, z: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
@@ -162,12 +176,15 @@ class GalerkinFamily(torch.nn.Module):
         return torch.cholesky_solve(F, self._chol(self.operator(z)))
 
     def weak_form(self, U: torch.Tensor, F: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(G, b) of eq 11: G_{(i,r),k} = v_r^T (A_k u_i), b_{(i,r)} = v_r^T (f_i - A_0 u_i)."""
-        AU = self.Ak @ U  # (K, n, M)
-        Gk = V.T @ AU  # (K, q, M)
-        G = Gk.permute(2, 1, 0).reshape(-1, K)  # row i*q + r
-        B = V.T @ (F - self.A0 @ U)  # (q, M)
-        b = B.T.reshape(-1)
+        """(G, b) of eq 11: G_{(i,r),k} = v_r^T (A_k u_i), b_{(i,r)} = v_r^T (f_i - A_0 u_i).
+
+        U, F (..., n, M) give G (..., M q, K) and b (..., M q), row i*q + r."""
+        lead = U.shape[:-2]
+        AU = self.Ak @ U.unsqueeze(-3)  # (..., K, n, M)
+        Gk = V.mT @ AU  # (..., K, q, M)
+        G = Gk.movedim(-3, -1).transpose(-3, -2).reshape(*lead, -1, K)  # (..., M, q, K) -> rows i*q + r
+        B = V.mT @ (F - self.A0 @ U)  # (..., q, M)
+        b = B.mT.reshape(*lead, -1)
         return G, b
 
     def prompt(self, z, M: int, q: int, seed: int) -> Prompt:
@@ -180,16 +197,16 @@ class GalerkinFamily(torch.nn.Module):
 
 
 def ridge_system(G: torch.Tensor, b: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(G^T G + lambda I, G^T b)."""
-    S = G.T @ G + lam * torch.eye(G.shape[1], device=G.device, dtype=G.dtype)
-    return S, G.T @ b
+    """(G^T G + lambda I, G^T b); batched over leading axes."""
+    S = G.mT @ G + lam * torch.eye(G.shape[-1], device=G.device, dtype=G.dtype)
+    return S, (G.mT @ b.unsqueeze(-1)).squeeze(-1)
 
 
 def encode(G: torch.Tensor, b: torch.Tensor, lam: float) -> torch.Tensor:
-    """z_enc = (G^T G + lambda_z I)^{-1} G^T b (eq 12), by Cholesky."""
+    """z_enc = (G^T G + lambda_z I)^{-1} G^T b (eq 12), by Cholesky; batched over leading axes."""
     S, d = ridge_system(G, b, lam)
     L = GalerkinFamily._chol(S)
-    return torch.cholesky_solve(d[:, None], L)[:, 0]
+    return torch.cholesky_solve(d.unsqueeze(-1), L).squeeze(-1)
 
 
 def heldout_metrics(family: GalerkinFamily, lam: float = LAMBDA_Z, count: int = 64, M: int = 16,
@@ -206,3 +223,74 @@ def heldout_metrics(family: GalerkinFamily, lam: float = LAMBDA_Z, count: int = 
         A = family.operator(p.z)
         rel += float(torch.linalg.norm(family.operator(ze) - A) / torch.linalg.norm(A))
     return {"z_mse": sq / count, "A_rel_err": rel / count}
+
+
+# --------------------------------------------------------------------------- #
+# decoder tasks: the query solve after the prompt encoder (000 eq 13; 001 Table 5)
+# --------------------------------------------------------------------------- #
+def operator_scale(n: int = N_NODES) -> float:
+    """a = 4/h + C0 h: the Gershgorin bound of A_0 (its largest eigenvalue is just below)."""
+    return 4.0 * (n + 1) + C0 / (n + 1)
+
+
+@dataclass(frozen=True)
+class PDETaskConfig:
+    """Encoded query solves: prompts of M solution pairs, q test functions, ridge lambda_z,
+    on the P1 space of n interior nodes (the decoder's K = n)."""
+
+    family: ClassVar[str] = "pde"
+
+    M: int = 16
+    q: int = 8
+    lam_z: float = LAMBDA_Z
+    n: int = N_NODES
+
+    def __post_init__(self) -> None:
+        if self.M < 1:
+            raise ValueError(f"prompt size M must be >= 1, got {self.M}")
+        if not 1 <= self.q <= self.n:
+            raise ValueError(f"q must be in [1, {self.n}], got {self.q}")
+        if not (math.isfinite(self.lam_z) and self.lam_z > 0):
+            raise ValueError(f"lambda_z must be finite and > 0, got {self.lam_z}")
+
+    @property
+    def dim(self) -> int:
+        return self.n
+
+    def sampler(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> "PDEPrompts":
+        return PDEPrompts(self, device, dtype)
+
+
+class PDEPrompts:
+    """Sampler of encoded query solves.  Per task: z ~ U[-1,1]^4, M prompt loads f_i and a query
+    load f* from the GP; the SUT family (in the sampler's dtype, on its device) solves
+    u_i = A(z)^-1 f_i, assembles (G, b) and encodes z_enc (eq 12); the decoder's system is
+    H = A(z_enc)/a, d = f*/a, x* = H^-1 d by a float64 solve of the cast system.
+    aux: "z" (true latent), "z_enc", "u_true" = A(z)^-1 f* (float64, the exact operator)."""
+
+    def __init__(self, cfg: PDETaskConfig, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float64) -> None:
+        self.cfg = cfg
+        self.family = GalerkinFamily(cfg.n, device, dtype)
+        self._family64 = GalerkinFamily(cfg.n)
+        self.V = self.family._t(test_functions(cfg.q, cfg.n))
+        self.scale = operator_scale(cfg.n)
+
+    def sample(self, N: int, seed: int) -> Tasks:
+        if N < 1:
+            raise ValueError(f"N must be >= 1, got {N}")
+        n, M = self.cfg.n, self.cfg.M
+        gen = cpu_generator(derive_seed("pde.tasks", n, M, self.cfg.q, seed))
+        z = 2.0 * torch.rand(N, K, generator=gen, dtype=torch.float64) - 1.0
+        root = _load_root(n)
+        F = root @ torch.randn(N, n, M, generator=gen, dtype=torch.float64) / (n + 1)
+        fq = (root @ torch.randn(N, n, 1, generator=gen, dtype=torch.float64)).squeeze(-1) / (n + 1)
+        fam, t = self.family, self.family._t
+        zt, Ft = t(z), t(F)
+        U = fam.solve(zt, Ft)
+        G, b = fam.weak_form(U, Ft, self.V)
+        z_enc = encode(G, b, self.cfg.lam_z)
+        H = fam.operator(z_enc) / self.scale
+        d = t(fq) / self.scale
+        u_true = exact_solution(self._family64.operator(z), fq)  # float64: the exact operator A(z)
+        return Tasks(H, d, exact_solution(H, d), {"z": zt, "z_enc": z_enc, "u_true": t(u_true)})

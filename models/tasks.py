@@ -7,7 +7,8 @@ normal equations H x* = d with H = X^T X / M + ridge I and d = X^T y / M.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -28,12 +29,24 @@ class TaskConfig:
     themselves are seeded separately in `LeastSquaresPrompts.sample`.
     """
 
+    family: ClassVar[str] = "lsq"
+
     K: int = 8
     M: int = 32
     kappa: float = 20.0
     noise: float = 0.1
     ridge: float = 1e-2
     seed: int = 0
+
+    @property
+    def dim(self) -> int:
+        """Size K of the decoder's system."""
+        return self.K
+
+    def sampler(self, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float64) -> "LeastSquaresPrompts":
+        """The task sampler of this family (every task config has one: `.sample(n, seed)`)."""
+        return LeastSquaresPrompts(self, device, dtype)
 
     def __post_init__(self) -> None:
         if self.K < 1 or self.M < 1:
@@ -46,11 +59,17 @@ class TaskConfig:
 
 @dataclass
 class Tasks:
-    """A batch of n decoder problems: H (n,K,K) SPD, d (n,K), xstar (n,K) = H^{-1} d."""
+    """A batch of n decoder problems: H (n,K,K) SPD, d (n,K), xstar (n,K) = H^{-1} d.
+
+    `aux` holds per-task tensors of a task family beyond the decoder's system (leading
+    axis n), e.g. the PDE family's true latent z and the true solution u_true; they are
+    indexed and moved with the tasks.
+    """
 
     H: torch.Tensor
     d: torch.Tensor
     xstar: torch.Tensor
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.H.shape[0]
@@ -59,7 +78,7 @@ class Tasks:
         """A sub-batch (an int index keeps the batch axis)."""
         if isinstance(idx, int):
             idx = slice(idx, idx + 1 if idx != -1 else None)
-        return Tasks(self.H[idx], self.d[idx], self.xstar[idx])
+        return Tasks(self.H[idx], self.d[idx], self.xstar[idx], {k: v[idx] for k, v in self.aux.items()})
 
     @property
     def K(self) -> int:
@@ -67,7 +86,8 @@ class Tasks:
 
     def to(self, device: str | torch.device, dtype: torch.dtype) -> "Tasks":
         """The same tasks on another device/dtype (xstar is cast, not re-solved)."""
-        return Tasks(*(t.to(device=device, dtype=dtype) for t in (self.H, self.d, self.xstar)))
+        return Tasks(*(t.to(device=device, dtype=dtype) for t in (self.H, self.d, self.xstar)),
+                     {k: v.to(device=device, dtype=dtype) for k, v in self.aux.items()})
 
 
 def log_spaced_eigs(K: int, kappa: float) -> torch.Tensor:
@@ -77,7 +97,7 @@ def log_spaced_eigs(K: int, kappa: float) -> torch.Tensor:
     return torch.logspace(0.0, -math.log10(kappa), K, dtype=torch.float64)
 
 
-def _exact_solution(H: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+def exact_solution(H: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """x* of the given (already cast) H, d: solved in float64, then cast back.
 
     Why float64: x* is the target the SUT is measured against; solving the SUT's own
@@ -106,8 +126,8 @@ class LeastSquaresPrompts:
         gen = cpu_generator(derive_seed("design-covariance", cfg.seed))
         Q = random_rotation(cfg.K, gen)
         self.eigs64 = log_spaced_eigs(cfg.K, cfg.kappa)
-        self._sigma64 = _symmetrize((Q * self.eigs64) @ Q.T)
-        self._sigma_sqrt64 = _symmetrize((Q * self.eigs64.sqrt()) @ Q.T)
+        self._sigma64 = symmetrize((Q * self.eigs64) @ Q.T)
+        self._sigma_sqrt64 = symmetrize((Q * self.eigs64.sqrt()) @ Q.T)
 
     @property
     def Sigma_x(self) -> torch.Tensor:
@@ -135,11 +155,11 @@ class LeastSquaresPrompts:
             xi = torch.randn(b.shape[0], M, generator=gen, dtype=torch.float64)
             y = (X @ b.unsqueeze(-1)).squeeze(-1) + self.cfg.noise * xi
             Xt = X.transpose(-1, -2)
-            Hs.append(_symmetrize(Xt @ X) / M + self.cfg.ridge * eye)
+            Hs.append(symmetrize(Xt @ X) / M + self.cfg.ridge * eye)
             ds.append((Xt @ y.unsqueeze(-1)).squeeze(-1) / M)
         H = torch.cat(Hs).to(self.dtype)
         d = torch.cat(ds).to(self.dtype)
-        xstar = _exact_solution(H, d)
+        xstar = exact_solution(H, d)
         return Tasks(H, d, xstar).to(self.device, self.dtype)
 
 
@@ -157,12 +177,12 @@ def spd_system(K: int, kappa: float, seed: int, device: str | torch.device = "cp
         raise ValueError(f"kappa must be >= 1, got {kappa}")
     gen = cpu_generator(derive_seed("spd-system", K, float(kappa), seed))
     Q = random_rotation(K, gen)
-    H = _symmetrize((Q * log_spaced_eigs(K, kappa)) @ Q.T)
+    H = symmetrize((Q * log_spaced_eigs(K, kappa)) @ Q.T)
     d = torch.randn(K, generator=gen, dtype=torch.float64)
     dev, dt = as_device(device), as_dtype(dtype)
     return H.to(dev, dt), d.to(dev, dt)
 
 
-def _symmetrize(A: torch.Tensor) -> torch.Tensor:
+def symmetrize(A: torch.Tensor) -> torch.Tensor:
     """(A + A^T)/2: removes the rounding asymmetry of a product that is symmetric in exact arithmetic."""
     return 0.5 * (A + A.transpose(-1, -2))

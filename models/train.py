@@ -1,7 +1,10 @@
-"""Training of Richardson decoders on sampled least-squares tasks, with a checkpoint cache.
+"""Training of Richardson decoders on sampled tasks, with a checkpoint cache.
 
 Adam on the depth-L risk K^{-1} E||x_L - x*||^2 (seed 000 eq 19), one fresh batch per
-step from a per-step seed, so a run is a pure function of its TrainConfig.
+step from a per-step seed, so a run is a pure function of its TrainConfig.  The task
+family is the config's `task`: in-context least squares (models.tasks.TaskConfig), GP
+posterior-latent solves (models.gp.GPTaskConfig) or encoded PDE query solves
+(models.pde.PDETaskConfig); each has `.dim` (the decoder's K) and `.sampler(device, dtype)`.
 """
 
 from __future__ import annotations
@@ -20,8 +23,13 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .dtypes import as_device, as_dtype, dtype_name
 from .preconditioners import build_preconditioner
 from .richardson import RichardsonDecoder, depth_risk
+from .gp import GPTaskConfig
+from .pde import PDETaskConfig
 from .seeding import derive_seed
-from .tasks import LeastSquaresPrompts, TaskConfig
+from .tasks import TaskConfig
+
+TaskFamilyConfig = TaskConfig | GPTaskConfig | PDETaskConfig
+TASK_FAMILIES: dict[str, type] = {c.family: c for c in (TaskConfig, GPTaskConfig, PDETaskConfig)}
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -43,7 +51,7 @@ class TrainConfig:
     """
 
     cls: str
-    task: TaskConfig = field(default_factory=TaskConfig)
+    task: TaskFamilyConfig = field(default_factory=TaskConfig)
     L: int = 6
     steps: int = 300
     batch: int = 128
@@ -60,13 +68,18 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (stored in checkpoints and hashed into the key)."""
         d = dataclasses.asdict(self)
+        d["task"]["family"] = self.task.family
         d["options"] = [list(kv) for kv in self.options]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         d = dict(d)
-        d["task"] = TaskConfig(**d["task"])
+        task = dict(d["task"])
+        family = task.pop("family", TaskConfig.family)
+        if family not in TASK_FAMILIES:
+            raise ValueError(f"unknown task family {family!r}; known: {sorted(TASK_FAMILIES)}")
+        d["task"] = TASK_FAMILIES[family](**task)
         d["options"] = tuple(tuple(kv) for kv in d.get("options", ()))
         return cls(**d)
 
@@ -78,7 +91,7 @@ class TrainConfig:
 
 def build_decoder(cfg: TrainConfig) -> RichardsonDecoder:
     """The untrained decoder of a config (deterministic init from cfg.seed)."""
-    precond = build_preconditioner(cfg.cls, cfg.task.K, device=as_device(cfg.device),
+    precond = build_preconditioner(cfg.cls, cfg.task.dim, device=as_device(cfg.device),
                                    dtype=as_dtype(cfg.dtype), seed=derive_seed("init", cfg.seed),
                                    **dict(cfg.options))
     return RichardsonDecoder(precond, cfg.L)
@@ -98,7 +111,7 @@ def train(cfg: TrainConfig, progress: Callable[[dict[str, Any]], None] | None = 
     must not change it).  A non-finite risk stops training with an error rather than
     saving a broken model.
     """
-    prompts = LeastSquaresPrompts(cfg.task, as_device(cfg.device), as_dtype(cfg.dtype))
+    prompts = cfg.task.sampler(as_device(cfg.device), as_dtype(cfg.dtype))
     decoder = build_decoder(cfg)
     opt = torch.optim.Adam(decoder.parameters(), lr=cfg.lr)
     history: list[dict[str, Any]] = []

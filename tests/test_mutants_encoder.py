@@ -198,7 +198,7 @@ def test_corrected_window_in_search_loses_the_counterexample(monkeypatch):
 def test_non_whitened_covariance_fails_mp_window(monkeypatch):
     def unwhitened(self, X):
         M = X.shape[-2]
-        return gp._symmetrize(X.transpose(-1, -2) @ X) / M
+        return gp.symmetrize(X.transpose(-1, -2) @ X) / M
 
     monkeypatch.setattr(gp.GaussianPrompts, "whitened", unwhitened)
     with pytest.raises(AssertionError, match="whitened spectra outside"):
