@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-pin golden metrics from this run (refused in CI and with -n > 1)")
     p.add_argument("-n", dest="workers", default=None, type=_workers,
                    help="pytest-xdist workers (a number or auto)")
+    p.add_argument("--slow", action="store_true",
+                   help="also run the slow tier (e.g. all 96 rows of sweep.scaling; env CERTIFY_SLOW=1)")
     p.add_argument("--list", action="store_true", help="list the registered claims and exit")
     p.add_argument("--skip-unavailable", action="store_true",
                    help="exit 0 with a SKIPPED line when the requested device is absent "
@@ -103,11 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         base += ["--certify-only", pat]
     if args.update_golden:
         base.append("--update-golden")
+    if args.slow:
+        base.append("--slow")
     pytest_args = [*base, "--certify-report", str(out), "-q", "--no-header", "--tb=short",
                    "-p", "no:cacheprovider", *args.pytest_args]
     claim_map = None
     if args.workers not in (None, "0"):
         claim_map = _claim_map(base)
+        # (pyproject's addopts adds --dist loadgroup: one family's checkpoint tests share a worker)
         pytest_args += ["-n", args.workers, "--certify-claim-map", str(claim_map)]
 
     print(f"certify: {len(selected)} claim(s) on {be.name}, profile {profile}, report -> {out}", flush=True)

@@ -64,36 +64,41 @@ def _spectra_only(datas: list[dict[str, Any]], path: Path) -> None:
 
 @renderer("overlap_trajectories")
 def _overlap(datas: list[dict[str, Any]], path: Path) -> None:
-    """Order parameters along the logged trajectories, R_L direct vs reconstructed, and the
-    reconstruction error against its derived tolerance."""
-    datas = sorted(datas, key=lambda d: d["cls"])
-    n = len(datas)
-    fig, axes = plt.subplots(3, n, figsize=(3.6 * n, 8.4), squeeze=False)
-    for c, d in enumerate(datas):
-        s, L = d["steps"], d["L"]
-        ax = axes[0][c]
-        ax.plot(s, d["omega01"], "o-", ms=3, label="Omega_01 = E Tr(PHS)/K")
-        ax.plot(s, d["omega02"], "s-", ms=3, label="Omega_02 = E Tr(PHPHS)/K")
-        ax.plot(s, d["omega11"], "^-", ms=3, label="Omega_11 = E Tr(PHSH'P')/K")
-        ax.plot(s, d["omegaLL"], "d-", ms=3, label=f"Omega_{L}{L}")
-        ax.set_title(f"{d['cls']} (K={d['K']}, L={L})", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax = axes[1][c]
-        ax.semilogy(s, d["direct_L"], "o-", label=f"R_{L} direct (decoder)")
-        ax.semilogy(s, d["rec_L"], "x--", label=f"R_{L} from Omega (binomial)")
-        ax.grid(alpha=0.3, which="both")
-        ax = axes[2][c]
-        ax.semilogy(s, [max(g, 1e-300) for g in d["gap"]], "o-", label="max_l |R_rec - R_dir|")
-        ax.semilogy(s, d["tol"], "k--", label="derived tolerance")
-        ax.set_xlabel("training step")
-        ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel("order parameter")
-    axes[1][0].set_ylabel("risk")
-    axes[2][0].set_ylabel("reconstruction error")
-    for r in range(3):
-        axes[r][0].legend(fontsize=6)
-    fig.suptitle(f"Overlap order parameters along decoder trajectories ({datas[0]['backend']}); "
-                 "GP/PDE trajectories pending", fontsize=10)
+    """Per task family (rows): order parameters along the logged trajectories, R_L direct vs
+    reconstructed, and the reconstruction error against its derived tolerance; colour = class."""
+    fams: dict[str, list[dict[str, Any]]] = {}
+    for d in datas:
+        key = d.get("family", "lsq") + (f" {d['size']}" if d.get("size") else "")
+        fams.setdefault(key, []).append(d)
+    order = sorted(fams, key=lambda k: ("lsq", "gp", "pde").index(k.split()[0]))
+    fig, axes = plt.subplots(len(order), 3, figsize=(13, 3.1 * len(order)), squeeze=False)
+    classes = sorted({d["cls"] for d in datas})
+    for r, key in enumerate(order):
+        for d in sorted(fams[key], key=lambda d: d["cls"]):
+            col = f"C{classes.index(d['cls'])}"
+            s, L = d["steps"], d["L"]
+            ax = axes[r][0]
+            ax.plot(s, d["omega01"], "o-", ms=3, color=col, label=f"{d['cls']} Omega_01 = E Tr(PHS)/K")
+            ax.plot(s, d["omega11"], "^--", ms=3, color=col, label=f"{d['cls']} Omega_11 = E Tr(PHSH'P')/K")
+            ax = axes[r][1]
+            ax.semilogy(s, d["direct_L"], "o-", ms=3, color=col, label=f"{d['cls']} R_{L} direct")
+            ax.semilogy(s, d["rec_L"], "x--", color=col, label=f"{d['cls']} R_{L} from Omega")
+            ax = axes[r][2]
+            ax.semilogy(s, [max(g, 1e-300) for g in d["gap"]], "o-", ms=3, color=col,
+                        label=f"{d['cls']} max_l |R_rec - R_dir|")
+            ax.semilogy(s, d["tol"], ":", color=col, lw=1)
+        d0 = fams[key][0]
+        axes[r][0].set_ylabel(f"{key} (K={d0['K']}, L={d0['L']})")
+        for c in range(3):
+            axes[r][c].grid(alpha=0.3, which="both")
+            axes[r][c].legend(fontsize=5)
+    axes[0][0].set_title("order parameters", fontsize=9)
+    axes[0][1].set_title("R_L: decoder vs binomial reconstruction", fontsize=9)
+    axes[0][2].set_title("reconstruction error (dotted: derived tolerance)", fontsize=9)
+    for c in range(3):
+        axes[-1][c].set_xlabel("training step")
+    fig.suptitle(f"Overlap order parameters along decoder trajectories ({datas[0]['backend']}; 000 sec 8, Fig 5)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -80,6 +80,14 @@ def _number(path: Path, where: str, x: Any, allow_none: bool = False) -> float |
 
 def load_file(path: Path) -> dict[str, dict[str, Metric]]:
     """backend -> metric -> Metric, validating every field; errors name the file."""
+    return load_document(path)[0]
+
+
+def load_document(path: Path) -> tuple[dict[str, dict[str, Metric]], dict[str, str | float]]:
+    """(backend -> metric -> Metric, setup) of a golden file, validating every field.
+
+    `setup` (optional, top level) states the configuration the metrics were pinned for
+    (feature map, prior, sizes, ...): names to strings or numbers."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -90,6 +98,10 @@ def load_file(path: Path) -> dict[str, dict[str, Metric]]:
         raise GoldenError(f"{path}: expected an object with a 'backends' object")
     if raw.get("schema") != SCHEMA:
         raise GoldenError(f"{path}: schema {raw.get('schema')!r}, this suite reads schema {SCHEMA}")
+    setup = raw.get("setup", {})
+    if not isinstance(setup, dict) or not all(
+            isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in setup.values()):
+        raise GoldenError(f"{path}: 'setup' must be an object of strings and numbers")
     out: dict[str, dict[str, Metric]] = {}
     for backend, metrics in raw["backends"].items():
         if not isinstance(metrics, dict):
@@ -114,7 +126,7 @@ def load_file(path: Path) -> dict[str, dict[str, Metric]]:
                 provenance=prov,
             )
         out[backend] = table
-    return out
+    return out, dict(setup)
 
 
 def format_drift(family: str, backend: str, rows: list[tuple[str, Metric, float]]) -> str:
@@ -140,17 +152,24 @@ class GoldenStore:
         self.directory = Path(directory)
         self.backend = backend
         self.update = update
-        self._cache: dict[str, dict[str, dict[str, Metric]]] = {}
+        self._cache: dict[str, tuple[dict[str, dict[str, Metric]], dict[str, str | float]]] = {}
         self.pending: dict[str, dict[str, Metric]] = {}
+        self.pending_setup: dict[str, dict[str, str | float]] = {}
 
     def path(self, family: str) -> Path:
         return self.directory / f"{family}.json"
 
-    def table(self, family: str) -> dict[str, dict[str, Metric]]:
+    def _document(self, family: str) -> tuple[dict[str, dict[str, Metric]], dict[str, str | float]]:
         if family not in self._cache:
             p = self.path(family)
-            self._cache[family] = load_file(p) if p.exists() else {}
+            self._cache[family] = load_document(p) if p.exists() else ({}, {})
         return self._cache[family]
+
+    def table(self, family: str) -> dict[str, dict[str, Metric]]:
+        return self._document(family)[0]
+
+    def setup(self, family: str) -> dict[str, str | float]:
+        return self._document(family)[1]
 
     def check(
         self,
@@ -160,22 +179,33 @@ class GoldenStore:
         atol: float = 0.0,
         seeds: dict[str, float] | None = None,
         provenance: dict[str, Any] | None = None,
+        setup: dict[str, str | float] | None = None,
     ) -> None:
         """Compare metrics with the pinned ones; raise GoldenDrift with a diff table.
 
-        In update mode the values are queued for `write_pending` instead.
+        `setup` names the configuration the metrics belong to; it must equal what the file
+        states (a changed feature map or prior is a drift of its own, reported as such).
+        In update mode the values (and the setup) are queued for `write_pending` instead.
         """
         seeds = seeds or {}
+        setup = dict(setup or {})
         if self.update:
             slot = self.pending.setdefault(family, {})
             for name, v in measured.items():
                 slot[name] = Metric(float(v), rtol, atol, seeds.get(name), dict(provenance or {}))
+            self.pending_setup.setdefault(family, {}).update(setup)
             return
         pinned = self.table(family).get(self.backend)
         if pinned is None:
             raise GoldenUnpinned(
                 f"golden/{family}.json pins no metrics for backend {self.backend}"
             )
+        stated = self.setup(family)
+        differ = {k: (stated.get(k, "<not stated>"), v) for k, v in setup.items() if stated.get(k) != v}
+        if differ:
+            rows = "\n".join(f"  {k}: golden {a!r}, this run {b!r}" for k, (a, b) in sorted(differ.items()))
+            raise GoldenDrift(f"golden/{family}.json was pinned for another setup:\n{rows}\n"
+                              "  (re-pin only deliberately: python -m certify --update-golden, with the reason)")
         missing = [n for n in measured if n not in pinned]
         if missing:
             raise GoldenDrift(
@@ -194,14 +224,15 @@ class GoldenStore:
             backends = {b: {n: m.as_json() for n, m in t.items()} for b, t in self.table(family).items()}
             slot = backends.setdefault(self.backend, {})
             slot.update({n: m.as_json() for n, m in metrics.items()})
-            doc = {
-                "family": family,
-                "schema": SCHEMA,
-                "backends": {b: dict(sorted(t.items())) for b, t in sorted(backends.items())},
-            }
+            setup = {**self.setup(family), **self.pending_setup.get(family, {})}
+            doc: dict[str, Any] = {"family": family, "schema": SCHEMA}
+            if setup:
+                doc["setup"] = dict(sorted(setup.items()))
+            doc["backends"] = {b: dict(sorted(t.items())) for b, t in sorted(backends.items())}
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n", encoding="utf-8")
             written.append(p)
         self.pending.clear()
+        self.pending_setup.clear()
         self._cache.clear()
         return written

@@ -42,6 +42,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     g.addoption("--golden-dir", default=str(GOLDEN_DIR), help="folder of golden/<family>.json")
     g.addoption("--certify-only", action="append", default=[], help="claim id or prefix to run")
+    g.addoption("--slow", action="store_true", default=False,
+                help="also run the slow tier (tests marked slow; env CERTIFY_SLOW=1)")
     g.addoption("--certify-report", default=None, help="write report/ (claims.json, ...) here")
     g.addoption(
         "--certify-claim-map",
@@ -120,6 +122,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.user_properties.append((PROPERTY_KEY, {"claim": cid, "kind": "claim"}))
     if problems:
         raise pytest.UsageError("claim marker errors:\n  " + "\n  ".join(problems))
+    if not slow_tier(config):
+        skip = pytest.mark.skip(reason=SLOW_SKIP)
+        for item in items:
+            if item.get_closest_marker("slow") is not None:
+                item.add_marker(skip)
     only = config.getoption("--certify-only")
     if only:
         keep, drop = [], []
@@ -132,6 +139,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     path = config.getoption("--certify-write-claim-map")
     if path:
         Path(path).write_text(json.dumps({i.nodeid: claim_of(i) for i in items if claim_of(i)}))
+
+
+SLOW_SKIP = "slow tier: run with python -m certify --slow (or pytest --slow, env CERTIFY_SLOW=1)"
+
+
+def slow_tier(config: pytest.Config) -> bool:
+    """Whether tests marked `slow` run: --slow, or CERTIFY_SLOW set to a true value."""
+    env = os.environ.get("CERTIFY_SLOW", "").strip().lower() not in ("", "0", "false", "no")
+    return bool(config.getoption("--slow")) or env
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -245,7 +261,7 @@ def golden_store(pytestconfig: pytest.Config) -> GoldenStore:
 
 @pytest.fixture
 def golden(golden_store: GoldenStore, request: pytest.FixtureRequest):
-    """``golden(family, metrics, rtol, atol, seeds, seed)``: compare with golden/<family>.json.
+    """``golden(family, metrics, rtol, atol, seeds, seed, setup)``: compare with golden/<family>.json.
 
     A backend with no pinned values cannot be compared: the certificate's other checks
     still count, and the claim's evidence says `golden: not pinned for <backend>`.
@@ -254,10 +270,11 @@ def golden(golden_store: GoldenStore, request: pytest.FixtureRequest):
     rec: Recorder = request.getfixturevalue("record")
 
     def check(family: str, metrics: dict[str, float], rtol: float, atol: float = 0.0,
-              seeds: dict[str, float] | None = None, seed: int | None = None) -> None:
+              seeds: dict[str, float] | None = None, seed: int | None = None,
+              setup: dict[str, str | float] | None = None) -> None:
         prov = state.provenance(request.node.nodeid, seed)
         try:
-            golden_store.check(family, metrics, rtol, atol, seeds, prov)
+            golden_store.check(family, metrics, rtol, atol, seeds, prov, setup)
         except GoldenUnpinned as exc:
             rec.set("golden", f"not compared: {exc}")
         else:

@@ -48,16 +48,22 @@ def train_config(cls: str, backend: Backend) -> models.TrainConfig:
 @functools.cache
 def trained(cls: str, backend: Backend) -> models.RichardsonDecoder:
     """The trained checkpoint of `cls` on `backend` (from the cache, else trained now)."""
-    cfg = train_config(cls, backend)
+    return load_trained(train_config(cls, backend))
+
+
+@functools.cache
+def load_trained(cfg: models.TrainConfig) -> models.RichardsonDecoder:
+    """The checkpoint of `cfg` from the cache, else trained now (with a progress line), frozen."""
     path = checkpoint_path(cfg, cache_dir())
+    label = f"{cfg.cls} decoder ({cfg.task.family}: {cfg.task}, L={cfg.L}, {cfg.steps} steps, " \
+            f"{cfg.device}-{cfg.dtype})"
     if not path.exists():
-        print(f"\n[certify] training {cls} decoder (K={cfg.task.K}, L={cfg.L}, {cfg.steps} steps, "
-              f"{backend.name}) -> {path}", file=sys.stderr, flush=True)
+        print(f"\n[certify] training {label} -> {path}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     dec = models.load_or_train(cfg, cache_dir())
     dec.requires_grad_(False)
     if time.perf_counter() - t0 > 1:
-        print(f"[certify] {cls} ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        print(f"[certify] {label} ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     return dec
 
 
@@ -107,8 +113,7 @@ def materialize(case, backend: Backend) -> tuple[models.RichardsonDecoder, torch
     """(decoder, H, d, x_0) of a `properties.strategies.RichardsonCase` on `backend`."""
     dev, dt = backend.device, backend.torch_dtype
     if case.source == "checkpoint":
-        dec = trained(case.cls, backend)
-        tasks = heldout(backend)
+        dec, tasks = checkpoint(case.family, case.size, case.cls, backend)
         H, d = tasks.H[case.task], tasks.d[case.task]
     else:
         pc = models.build_preconditioner(case.cls, case.K, device=dev, dtype=dt, seed=case.seed)
@@ -121,6 +126,16 @@ def materialize(case, backend: Backend) -> tuple[models.RichardsonDecoder, torch
         g = torch.Generator().manual_seed(case.seed % (2**63))
         x0 = torch.randn(d.shape[-1], generator=g, dtype=torch.float64).to(device=dev, dtype=dt)
     return dec, H, d, x0
+
+
+def checkpoint(family: str, size: int, cls: str, backend: Backend) -> tuple[models.RichardsonDecoder, models.Tasks]:
+    """(trained decoder, its held-out tasks) of a checkpoint family: "lsq" (this module's
+    least-squares decoders; size ignored) or "gp" / "pde" (certify.sut_families at prompt size)."""
+    if family == "lsq":
+        return trained(cls, backend), heldout(backend)
+    from certify import sut_families  # it builds on this module
+
+    return sut_families.trained(family, size, cls, backend), sut_families.heldout(family, size, backend)
 
 
 @functools.cache

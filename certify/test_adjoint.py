@@ -1,8 +1,9 @@
 """Family F: the finite-set adjoint gradient of the Flexformer decoder (000 sec 9, eqs 18-24).
 
 SUT: models.adjoint (forward, adjoint recursion, DP^* vector-Jacobian product) with the
-Flexformer of models.preconditioners at seeded inits (K 2..16, both kernels) and at the
-trained checkpoint of certify.sut on held-out tasks.
+Flexformer of models.preconditioners at seeded inits (K 2..16, both kernels) and at its trained
+checkpoints on held-out tasks: the least-squares decoder (certify.sut, K = 8) and the GP/KRR
+(K = 4) and PDE (K = 24) decoders of certify.sut_families.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from hypothesis import given, strategies as st, target
 import models
 from certify import sut
 from models import adjoint as adj
+from models import gp as gp_mod
 from properties import adjoint as ref
 from properties.reference.normbound import rho_upper
-from properties.strategies import SEEDS
+from properties.strategies import CHECKPOINT_FAMILIES, SEEDS
 from properties.tolerances import gamma
 
 
@@ -33,6 +35,8 @@ class AdjointCase:
     seed: int
     kernel: str = "exp"
     task: int = 0
+    family: str = "lsq"  # checkpoint family: least squares, GP/KRR posterior latents, PDE queries
+    size: int = 0
 
 
 @st.composite
@@ -42,7 +46,9 @@ def adjoint_cases(draw) -> AdjointCase:
     N = draw(st.integers(1, 8))
     seed = draw(SEEDS)
     if source == "checkpoint":
-        return AdjointCase(source, 8, L, N, seed, task=draw(st.integers(0, 500)))
+        family = draw(st.sampled_from(tuple(CHECKPOINT_FAMILIES)))
+        size = draw(st.sampled_from(CHECKPOINT_FAMILIES[family]))
+        return AdjointCase(source, 0, L, N, seed, task=draw(st.integers(0, 500)), family=family, size=size)
     return AdjointCase(source, draw(st.sampled_from(range(2, 17))), L, N, seed,
                        kernel=draw(st.sampled_from(("exp", "rbf"))))
 
@@ -51,8 +57,9 @@ def materialize(case: AdjointCase, backend):
     """(Flexformer with grads enabled, H (N,K,K), d (N,K), z* (N,K))."""
     dev, dt = backend.device, backend.torch_dtype
     if case.source == "checkpoint":
-        pc = copy.deepcopy(sut.trained("flexformer", backend).precond)
-        tasks = sut.heldout(backend)[slice(case.task, case.task + case.N)]
+        dec, held = sut.checkpoint(case.family, case.size, "flexformer", backend)
+        pc = copy.deepcopy(dec.precond)
+        tasks = held[slice(case.task, case.task + case.N)]
         H, d, zs = tasks.H, tasks.d, tasks.xstar
     else:
         pc = models.Flexformer(case.K, device=dev, dtype=dt, seed=case.seed, m=8, kernel=case.kernel)
@@ -142,6 +149,8 @@ def test_adjoint_gradient(case: AdjointCase, backend, record) -> None:
     rel_theta = err_theta / max(float(np.linalg.norm(ga)), np.finfo(np.float64).tiny)
     ratio = max(p_ratio, err_adj / tol, err_dir / tol, err_auto / (2 * tol), err_theta / tol_theta)
     record.example()
+    if case.source == "checkpoint":
+        record.sum(f"{case.family}_checkpoint_examples", 1)
     record.max("max_rel_err_grad_P", rel_P)
     record.max("max_rel_err_grad_theta", rel_theta)
     record.max("max_rel_err_grad_P_vs_autograd", err_auto / gnorm)
@@ -155,14 +164,19 @@ def test_adjoint_gradient(case: AdjointCase, backend, record) -> None:
     assert err_theta <= tol_theta, f"{case}: theta-gradient vs autograd {err_theta:.3e} > tolerance {tol_theta:.3e}"
 
 
+GRADCHECK_TASKS = {"lsq": models.TaskConfig(K=3, M=12), "gp": gp_mod.GPTaskConfig(m=3, n=8)}
+
+
 @pytest.mark.claim("flexformer.adjoint_gradient")
+@pytest.mark.parametrize("family", tuple(GRADCHECK_TASKS))
 @pytest.mark.parametrize("kernel", ("exp", "rbf"))
-def test_adjoint_gradcheck(kernel: str, backend, record) -> None:
+def test_adjoint_gradcheck(kernel: str, family: str, backend, record) -> None:
     """flexformer.adjoint_gradient (d): torch.autograd.gradcheck of the SUT loss L_N as a function of
-    the Flexformer parameters (float64, K = 3, m = 4, N = 2, L = 3), plus one training step of eq 24
-    decreasing L_N for a small step (first-order descent: eta ||g||^2 dominates)."""
+    the Flexformer parameters (float64, K = 3, m = 4, N = 2, L = 3) on least-squares and GP
+    posterior-latent tasks, plus one training step of eq 24 decreasing L_N for a small step
+    (first-order descent: eta ||g||^2 dominates)."""
     pc = models.Flexformer(3, dtype=torch.float64, seed=5, m=4, kernel=kernel)
-    tasks = models.LeastSquaresPrompts(models.TaskConfig(K=3, M=12), "cpu", torch.float64).sample(2, 7)
+    tasks = GRADCHECK_TASKS[family].sampler("cpu", torch.float64).sample(2, 7)
     names = [n for n, _ in pc.named_parameters()]
 
     def f(*ps):
@@ -183,5 +197,5 @@ def test_adjoint_gradcheck(kernel: str, backend, record) -> None:
     with torch.no_grad():
         after = adj.loss(pc.matrix(), tasks.H, tasks.d, tasks.xstar, 3)
     record.example()
-    record.set(f"gradcheck_{kernel}", "passed")
+    record.set(f"gradcheck_{family}_{kernel}", "passed")
     assert float(after) < float(before), f"one step of eq 24 did not decrease L_N ({float(before)} -> {float(after)})"

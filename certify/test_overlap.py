@@ -80,31 +80,40 @@ def check_row(row: overlap.OverlapRow, tasks: models.Tasks, labels: np.ndarray, 
     return out
 
 
+def _trajectories():
+    return [pytest.param(family, size, cls, marks=pytest.mark.xdist_group(f"overlap-{family}{size}"),
+                         id=f"{family}{size or ''}-{cls}")
+            for family, size in sut_overlap.TRAJECTORY_FAMILIES for cls in sut_overlap.CLASSES]
+
+
 @pytest.mark.claim("overlap.reconstruction")
-@pytest.mark.parametrize("cls", sut_overlap.CLASSES)
-def test_overlap_trajectory(cls: str, backend, record, golden) -> None:
+@pytest.mark.parametrize(("family", "size", "cls"), _trajectories())
+def test_overlap_trajectory(family: str, size: int, cls: str, backend, record, golden) -> None:
     """overlap.reconstruction: "R_L(P) = K^{-1} E||(I - P H)^L x*||^2 is reproduced from logged overlap
     order parameters (Tr(PH), Tr(PHPH), Tr(PH S H^T P^T), ...; 000 sec 8: error 1.1e-12 over 108 rows)".
 
-    On the logged training trajectory of `cls` (checkpoints every 20 of 120 Adam steps, 64
-    held-out tasks, L = 6; softmax in Jacobian form at x_0 = 0): every checkpoint and depth
-    l = 1..6 is a row, checked by `check_row`.  The row count, the largest |R_rec - R_dir|
-    (000's "reconstruction error") and the final risk are pinned in golden/overlap.json.
+    On the logged training trajectory of `cls` (checkpoints every 20 of 120 Adam steps, L = 6;
+    softmax in Jacobian form at x_0 = 0) of the least-squares decoders (64 held-out tasks, K = 8)
+    and, as in 000 sec 8, the GP/KRR (n = 64, K = 4, 64 tasks) and PDE (M = 16, K = 24, 16 tasks)
+    decoders: every checkpoint and depth l = 1..6 is a row, checked by `check_row`.  The row count,
+    the largest |R_rec - R_dir| (000's "reconstruction error") and the final risk are pinned in
+    golden/overlap.json.
     """
-    run = sut_overlap.trajectory(cls, backend)
-    tasks = sut_overlap.eval_tasks(backend)
-    labels = sut_overlap.labels(backend)
-    steps, every, _ = sut_overlap.schedule(backend)
+    run = sut_overlap.trajectory(cls, backend, family, size)
+    tasks = sut_overlap.eval_tasks(backend, family, size)
+    labels = sut_overlap.labels(backend, family, size)
+    steps, every, _ = sut_overlap.schedule(backend, family)
+    name = cls if family == "lsq" else f"{family}{size}_{cls}"  # least-squares names predate the families
     assert [r.step for r in run.rows] == list(range(0, steps + 1, every)), "checkpoints not logged every few steps"
     final = run.rows[-1]
     assert all(torch.equal(final.state[k], v) for k, v in run.decoder.state_dict().items()), \
         "the last logged checkpoint is not the trained decoder"
     u = backend.unit_roundoff
     totals = {"rows": 0, "max_gap": 0.0, "max_tol": 0.0, "ratio": 0.0, "max_rec_error": 0.0}
-    fig = {"cls": cls, "steps": [], "omega01": [], "omega11": [], "omega02": [], "omegaLL": [],
+    fig = {"cls": cls, "family": family, "size": size, "steps": [], "omega01": [], "omega11": [], "omega02": [], "omegaLL": [],
            "direct_L": [], "rec_L": [], "gap": [], "tol": []}
     for row in run.rows:
-        res = check_row(row, tasks, labels, u, f"{cls} step {row.step}")
+        res = check_row(row, tasks, labels, u, f"{name} step {row.step}")
         totals["rows"] += res["rows"]
         totals["max_gap"] = max(totals["max_gap"], res["max_gap"])
         totals["max_tol"] = max(totals["max_tol"], res["max_tol"])
@@ -127,20 +136,19 @@ def test_overlap_trajectory(cls: str, backend, record, golden) -> None:
     record.max("max_reconstruction_error_vs_exact", totals["max_rec_error"])
     record.max("max_error_over_tolerance", totals["ratio"])
     record.max("max_derived_tolerance", totals["max_tol"])
-    record.set(f"{cls}.rows", totals["rows"])
-    record.set(f"{cls}.max_reconstruction_error", totals["max_gap"])
+    record.set(f"{name}.rows", totals["rows"])
+    record.set(f"{name}.max_reconstruction_error", totals["max_gap"])
     record.set("order_parameters_logged", f"Omega_ab, 0 <= a <= b <= L = {L}: {(L + 1) * (L + 2) // 2} numbers "
                                           "per checkpoint (every binomial weight w_a w_b is nonzero, so all are needed)")
-    record.set("gp_pde_trajectories", sut_overlap.PENDING)
-    record.set("trajectory", f"{steps} Adam steps (models.train.train schedule), checkpoints every {every}, "
-                             f"{len(tasks)} held-out tasks, K = {tasks.K}, L = {L}")
+    record.set(f"{name}.trajectory", f"{steps} Adam steps (models.train.train schedule), checkpoints every {every}, "
+                                     f"{len(tasks)} held-out tasks, K = {tasks.K}, L = {L}")
     fig.update({"K": tasks.K, "L": L, "backend": backend.name})
     record.figure("overlap_trajectories", fig)
-    golden("overlap", {f"{cls}.rows": totals["rows"]}, rtol=0.0, atol=0.0, seed=sut.HELDOUT_SEED)
-    golden("overlap", {f"{cls}.final_risk_L": float(final.direct[-1])},
+    golden("overlap", {f"{name}.rows": totals["rows"]}, rtol=0.0, atol=0.0, seed=sut.HELDOUT_SEED)
+    golden("overlap", {f"{name}.final_risk_L": float(final.direct[-1])},
            rtol=tolerances.relative_band_golden(backend.dtype), seed=sut.HELDOUT_SEED)
     # a rounding-level number: its band is the derived tolerance, not a relative one
-    golden("overlap", {f"{cls}.max_reconstruction_error": totals["max_gap"]},
+    golden("overlap", {f"{name}.max_reconstruction_error": totals["max_gap"]},
            rtol=tolerances.relative_band_golden(backend.dtype), atol=totals["max_tol"], seed=sut.HELDOUT_SEED)
 
 

@@ -3,7 +3,9 @@
 SUT: models.pde.GalerkinFamily (P1 finite elements, n = 24, for -(a u')' + c u on [0, 1] with
 K = 4 affine coefficient modes, A(z) = A_0 + sum_k z_k A_k SPD on z in [-1, 1]^4), its prompts
 (f_i from a squared-exponential GP, u_i = A(z)^{-1} f_i by Cholesky, test functions
-v_r = sqrt(2) sin(r pi x)), its weak-form assembly (G, b) and the ridge encoder models.pde.encode.
+v_r = sqrt(2) sin(r pi x)), its weak-form assembly (G, b) and the ridge encoder models.pde.encode;
+the query decoders of every preconditioner class trained on its encoded tasks (models.pde.PDEPrompts)
+by certify.sut_families.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import torch
 from hypothesis import example, given, target
 from hypothesis import strategies as st
 
-from certify import registry
+from certify import registry, sut
+from certify import sut_families as sf
+from certify.test_gp import check_best_method
 from models import pde as pde_mod
 from properties import pde as ref
 from properties import tolerances
@@ -202,3 +206,58 @@ def test_pde_encoder_heldout_metrics(backend, record, golden) -> None:
     assert np.isfinite(m["z_mse"]) and np.isfinite(m["A_rel_err"])
     golden("pde", m, rtol=tolerances.relative_band_golden(backend.dtype),
            seeds=registry.CLAIMS["pde.encoder_recovery"].seed_values, seed=0)
+
+
+# --------------------------------------------------------------------------- #
+# pde.method_comparison: the query decoder after the prompt encoder, per class
+# --------------------------------------------------------------------------- #
+def _rows():
+    return [pytest.param(size, cls, marks=pytest.mark.xdist_group(sf.group("pde", size)),
+                         id=f"{sf.label('pde', size)}-{cls}")
+            for size in sf.PROMPT_SIZES["pde"] for cls in sut.CLASSES]
+
+
+ROW_METRICS = ("e2e_mse", "risk", "e2e_eb_upper", "rigorous_violation_rate", "error_bound_ratio", "mean_contraction")
+ENCODER_METRICS = ("floor_mse", "z_mse", "A_rel_err")
+
+
+@pytest.mark.claim("pde.method_comparison")
+@pytest.mark.parametrize(("size", "cls"), _rows())
+def test_pde_method_row(size: int, cls: str, backend, record, golden) -> None:
+    """pde.method_comparison (table and bound): "query decoder u_{l+1} = u_l + P(f* - A(z_enc) u_l)
+    per preconditioner class; best free_linear MSE 5.976e-6, encoded-solve floor 1.7e-9,
+    violation 0" (001 Table 5; 000 sec 5 eq 13).
+
+    One row per class and PDE prompt size (M = 4, 16 solution pairs; K = 4 coefficients; 24
+    nodes): on 512 held-out encoded tasks, the end-to-end query MSE ||u_L - u*||^2/n against the
+    true solution u* = A(z)^-1 f*, the decoder MSE against x* = A(z_enc)^-1 f*, the clipped EB
+    upper bound of the end-to-end losses (c = 1, delta = 0.05), the encoder's z MSE and A
+    relative error and the encoded-solve floor ||x* - u*||^2/n (shared by the classes), and the
+    rigorous norm-bound violation rate of 000 eq 4 on A(z_enc) (every task; softmax in Jacobian
+    form), which must be 0.  Pinned in golden/pde.json with the setup stated there.
+    """
+    t = sf.table("pde", size, cls, backend)
+    lab = sf.label("pde", size)
+    metrics = {f"{lab}.{cls}.{k}": t[k] for k in ROW_METRICS}
+    metrics.update({f"{lab}.{k}": t[k] for k in ENCODER_METRICS})
+    for k, v in metrics.items():
+        record.set(k, v)
+    record.max("max_violation_rate", t["rigorous_violation_rate"])
+    record.min("best_eb_upper", t["e2e_eb_upper"])
+    record.example(t["n_tasks"])
+    record.figure("pde_method_comparison", {"size": size, "cls": cls, "K": t["K"],
+                                            **{k: t[k] for k in ROW_METRICS + ENCODER_METRICS}, **t["curves"]})
+    assert t["rigorous_violations"] == 0, f"{lab} {cls}: {t['rigorous_violations']} held-out tasks violate 000 eq 4"
+    golden("pde", metrics, rtol=tolerances.relative_band_golden(backend.dtype),
+           atol=64 * backend.unit_roundoff,  # violation rates that are exactly 0 stay 0
+           seeds=registry.CLAIMS["pde.method_comparison"].seed_values, seed=sut.HELDOUT_SEED,
+           setup=sf.setup("pde"))
+
+
+@pytest.mark.claim("pde.method_comparison")
+@pytest.mark.parametrize("size", [pytest.param(s, marks=pytest.mark.xdist_group(sf.group("pde", s)),
+                                               id=sf.label("pde", s)) for s in sf.PROMPT_SIZES["pde"]])
+def test_pde_best_method(size: int, backend, record) -> None:
+    """pde.method_comparison (ranking): "best free_linear" (001 Table 5), by end-to-end query MSE
+    at each PDE prompt size on the 512 common held-out tasks (test_gp.check_best_method)."""
+    check_best_method("pde", size, backend, record, "e2e_mse", lambda cls: sf.e2e_losses(size, cls, backend))

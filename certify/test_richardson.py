@@ -2,7 +2,8 @@
 
 SUT: models.RichardsonDecoder with each preconditioner class (free linear P, diagonal,
 Flexformer kernel attention P_theta, softmax update map in Jacobian form), trained
-checkpoints of certify.sut and seeded initializations for K from 2 to 64.
+checkpoints of certify.sut (in-context least squares) and certify.sut_families (GP/KRR
+posterior-latent and PDE query decoders) and seeded initializations for K from 2 to 64.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from certify import registry, sut
 from properties import richardson as ref
 from properties import tolerances
 from properties.strategies import PRECONDITIONER_CLASSES, RichardsonCase, richardson_cases
+
+
+def _count_family(case: RichardsonCase, record) -> None:
+    if case.source == "checkpoint":
+        record.sum(f"{case.family}_checkpoint_examples", 1)
 
 
 def _case_arrays(case: RichardsonCase, backend):
@@ -51,6 +57,7 @@ def test_richardson_identity(case: RichardsonCase, backend, record) -> None:
     P, H, d, xs = _case_arrays(case, backend)
     cmp, rho = ref.identity_check(P, H, d, xs, backend.unit_roundoff)
     record.example()
+    _count_family(case, record)
     record.max("max_error_over_tolerance", cmp.ratio)
     record.max("max_K", H.shape[0])
     record.min("min_K", H.shape[0])
@@ -74,6 +81,7 @@ def test_richardson_closed_form(case: RichardsonCase, backend, record) -> None:
     P, H, d, xs = _case_arrays(case, backend)
     series, gap = ref.closed_form_check(P, H, d, xs, backend.unit_roundoff)
     record.example()
+    _count_family(case, record)
     record.max("max_series_error_over_tolerance", series.ratio)
     record.max("max_gap_error_over_tolerance", gap.ratio)
     target(max(series.ratio, gap.ratio), label="error/tolerance")
@@ -94,6 +102,7 @@ def test_richardson_norm_bound(case: RichardsonCase, backend, record) -> None:
     P, H, d, xs = _case_arrays(case, backend)
     chk = ref.norm_bound_check(P, H, d, xs, backend.unit_roundoff)
     record.example()
+    _count_family(case, record)
     violated = not (chk.exact_holds and chk.sut_holds)
     record.sum("violations", int(violated))
     record.max("max_tightness", chk.tightness)
@@ -116,8 +125,7 @@ def test_richardson_certified_risk(case: RichardsonCase, backend, record) -> Non
     Per task and on the block mean: SUT loss ||z_L - x*||^2/K against the rigorous
     rho^{2L}||x*||^2/K, with the first-order rounding allowance of `certified_risk_terms`.
     """
-    dec = sut.trained(case.cls, backend)
-    tasks = sut.heldout(backend)
+    dec, tasks = sut.checkpoint(case.family, case.size, case.cls, backend)
     start = case.task % (len(tasks) - 16)
     actual, bound, tol = [], [], []
     for i in range(start, start + 16):
@@ -130,6 +138,7 @@ def test_richardson_certified_risk(case: RichardsonCase, backend, record) -> Non
         actual.append(a), bound.append(b), tol.append(t)
     actual, bound, tol = map(np.array, (actual, bound, tol))
     record.example()
+    _count_family(case, record)
     record.max("max_risk_over_certified", float(actual.mean() / bound.mean()))
     target(float(actual.mean() / bound.mean()), label="risk/certified")
     bad = np.flatnonzero(actual > bound + tol)

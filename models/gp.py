@@ -155,6 +155,16 @@ class GPTaskConfig:
     def sampler(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> "GPPrompts":
         return GPPrompts(self, device, dtype)
 
+    def describe(self) -> dict[str, str | float]:
+        """The feature map, prior and system of these tasks, as golden files state them."""
+        return {
+            "gp.feature_map": "phi_0(x) = 1, phi_j(x) = sqrt(2) cos(pi j x), j = 1..m-1, x_i ~ U[0, 1]",
+            "gp.prior": "z ~ N(0, Lambda), Lambda = diag((1 + j)^-2), j = 0..m-1",
+            "gp.rank_m": self.m,
+            "gp.sigma": self.sigma,
+            "gp.system": "H = (s^2/n) (Lambda^-1 + s^-2 Phi^T Phi), d = Phi^T y / n, z* = z_post",
+        }
+
 
 class GPPrompts:
     """Sampler of posterior-latent solves: per task x_i ~ U[0,1] (n of them), z ~ N(0, Lambda),
@@ -169,7 +179,9 @@ class GPPrompts:
         self.gp = FiniteRankGP(cfg.m, cfg.sigma, device, dtype)
         self._prior = FiniteRankGP(cfg.m, cfg.sigma)  # float64 CPU: draws only
 
-    def sample(self, N: int, seed: int) -> Tasks:
+    def prompts(self, N: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The N prompts behind `sample(N, seed)`: inputs x (N, n), targets y (N, n), latents z (N, m),
+        float64 on the CPU."""
         if N < 1:
             raise ValueError(f"N must be >= 1, got {N}")
         m, n, s = self.cfg.m, self.cfg.n, self.cfg.sigma
@@ -178,6 +190,11 @@ class GPPrompts:
         z = torch.randn(N, m, generator=gen, dtype=torch.float64) * self._prior.lam.sqrt()
         y = (self._prior.features(x) @ z.unsqueeze(-1)).squeeze(-1) + s * torch.randn(
             N, n, generator=gen, dtype=torch.float64)
+        return x, y, z
+
+    def sample(self, N: int, seed: int) -> Tasks:
+        x, y, z = self.prompts(N, seed)
+        n = self.cfg.n
         gp = self.gp
         A, dA = gp.primal_system(gp.features(x), y.to(gp.device_, gp.dtype_))
         c = gp.noise_var() / n

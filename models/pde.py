@@ -39,6 +39,7 @@ from typing import ClassVar
 
 import torch
 
+from models.eb import eb_upper
 from models.seeding import cpu_generator, derive_seed
 from models.tasks import Tasks, exact_solution
 
@@ -260,6 +261,19 @@ class PDETaskConfig:
     def sampler(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> "PDEPrompts":
         return PDEPrompts(self, device, dtype)
 
+    def describe(self) -> dict[str, str | float]:
+        """The operator family, prompts and system of these tasks, as golden files state them."""
+        return {
+            "pde.problem": "-(a u')' + c u = f on [0,1], u(0) = u(1) = 0, P1 elements, lumped mass",
+            "pde.coefficients": "a = 1 + (z1 cos(pi x) + z2 cos(2 pi x))/4, c = 50 (1 + (z3 sin(pi x) + z4 cos(3 pi x))/4), "
+                                "z ~ U[-1,1]^4",
+            "pde.nodes": self.n,
+            "pde.loads": "f ~ GP(0, SE(length 0.2)) at the nodes, load h f(x_j)",
+            "pde.test_functions": f"v_r = sqrt(2) sin(r pi x), r = 1..{self.q}",
+            "pde.lambda_z": self.lam_z,
+            "pde.system": "H = A(z_enc)/a, d = f*/a, a = 4(n+1) + 50/(n+1); u* = A(z)^-1 f*",
+        }
+
 
 class PDEPrompts:
     """Sampler of encoded query solves.  Per task: z ~ U[-1,1]^4, M prompt loads f_i and a query
@@ -294,3 +308,37 @@ class PDEPrompts:
         d = t(fq) / self.scale
         u_true = exact_solution(self._family64.operator(z), fq)  # float64: the exact operator A(z)
         return Tasks(H, d, exact_solution(H, d), {"z": zt, "z_enc": z_enc, "u_true": t(u_true)})
+
+
+def _require_encoded(tasks: Tasks) -> None:
+    if not {"z", "z_enc", "u_true"} <= set(tasks.aux):
+        raise ValueError(f"needs PDEPrompts tasks (aux z, z_enc, u_true), got aux {sorted(tasks.aux)}")
+
+
+@torch.no_grad()
+def query_losses(decoder: torch.nn.Module, tasks: Tasks) -> torch.Tensor:
+    """Per-task end-to-end losses ||u_L - u*||^2 / n of the query decoder from u_0 = 0."""
+    _require_encoded(tasks)
+    return ((decoder(tasks.H, tasks.d) - tasks.aux["u_true"]) ** 2).sum(-1) / tasks.K
+
+
+@torch.no_grad()
+def query_metrics(decoder: torch.nn.Module, tasks: Tasks, c: float, delta: float) -> dict[str, float]:
+    """001 Table 5 quantities of a query decoder on held-out encoded tasks (PDEPrompts):
+    end-to-end MSE ||u_L - u*||^2 / n against the true solution, the encoded-solve floor
+    ||A(z_enc)^-1 f* - u*||^2 / n, the encoder's z MSE and mean ||A(z_enc) - A(z)||_F / ||A(z)||_F,
+    and the clipped EB upper bound (c, delta) of the end-to-end losses."""
+    e2e = query_losses(decoder, tasks)
+    n = tasks.K
+    floor = ((tasks.xstar - tasks.aux["u_true"]) ** 2).sum(-1) / n
+    z, ze = tasks.aux["z"], tasks.aux["z_enc"]
+    fam = GalerkinFamily(n, z.device, z.dtype)
+    A, Ae = fam.operator(z), fam.operator(ze)
+    rel = torch.linalg.matrix_norm(Ae - A) / torch.linalg.matrix_norm(A)
+    return {
+        "e2e_mse": float(e2e.mean()),
+        "floor_mse": float(floor.mean()),
+        "z_mse": float(((ze - z) ** 2).mean()),
+        "A_rel_err": float(rel.mean()),
+        "e2e_eb_upper": eb_upper(e2e.double().cpu().numpy(), c, delta),
+    }

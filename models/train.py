@@ -9,10 +9,11 @@ posterior-latent solves (models.gp.GPTaskConfig) or encoded PDE query solves
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,10 +148,29 @@ def load_or_train(cfg: TrainConfig, cache_dir: Path,
     (naming the file); it is never silently retrained over.
     """
     path = checkpoint_path(cfg, cache_dir)
-    if path.exists():
-        decoder, _ = load_checkpoint(path, as_device(cfg.device), as_dtype(cfg.dtype),
-                                     expect_config=cfg.to_dict())
-        return decoder
-    decoder, _ = train(cfg, progress)
-    save_checkpoint(path, decoder, cfg.to_dict())
+    with _training_lock(path):  # a second process asking for the same config waits, then loads
+        if path.exists():
+            decoder, _ = load_checkpoint(path, as_device(cfg.device), as_dtype(cfg.dtype),
+                                         expect_config=cfg.to_dict())
+            return decoder
+        decoder, _ = train(cfg, progress)
+        save_checkpoint(path, decoder, cfg.to_dict())
     return decoder
+
+
+@contextlib.contextmanager
+def _training_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path`.lock (POSIX flock; a no-op where fcntl is absent), so
+    xdist workers needing one checkpoint train it once instead of each on its own."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -55,13 +55,19 @@ def loss_cases(draw: st.DrawFn) -> LossCase:
 
 
 PRECONDITIONER_CLASSES = ("free_linear", "diagonal", "flexformer", "softmax")
+# Trained checkpoint families and their prompt sizes (least squares has one tier, size 0):
+# models.gp.PROMPT_SIZES and models.pde.PROMPT_SIZES (a test asserts they agree; properties
+# does not import the torch models).
+CHECKPOINT_FAMILIES = {"lsq": (0,), "gp": (16, 64), "pde": (4, 16)}
 
 
 @dataclass(frozen=True)
 class RichardsonCase:
     """One decoder run: a preconditioner (trained checkpoint or seeded init), a system, L, x_0.
 
-    source "checkpoint": the trained decoder of `cls` on a held-out task (index `task`);
+    source "checkpoint": the trained decoder of `cls` on a held-out task (index `task`) of a
+    checkpoint family (`family` "lsq": the in-context least-squares decoders; "gp" / "pde": the
+    GP posterior-latent and PDE query decoders at prompt size `size`);
     source "init": the class at a seeded initialization of size K on an SPD system of
     condition `kappa`.  x0 "zero" starts at 0, "random" at a seeded Gaussian vector.
     """
@@ -74,6 +80,8 @@ class RichardsonCase:
     kappa: float = 1.0
     task: int = 0
     x0: str = "zero"
+    family: str = "lsq"
+    size: int = 0
 
 
 @st.composite
@@ -86,7 +94,10 @@ def richardson_cases(draw: st.DrawFn, sources: tuple[str, ...] = ("checkpoint", 
     seed = draw(SEEDS)
     start = draw(st.sampled_from(x0))
     if source == "checkpoint":
-        return RichardsonCase(source, cls, L, seed, task=draw(st.integers(0, 511)), x0=start)
+        family = draw(st.sampled_from(tuple(CHECKPOINT_FAMILIES)))
+        size = draw(st.sampled_from(CHECKPOINT_FAMILIES[family]))
+        return RichardsonCase(source, cls, L, seed, task=draw(st.integers(0, 511)), x0=start,
+                              family=family, size=size)
     # sampled_from draws sizes uniformly (integers() favours small values), shrinking to K = 2
     K = draw(st.sampled_from(range(2, max_K + 1)))
     # log-uniform condition number in [1, 1e4]

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from certify.golden import GOLDEN_DIR, GoldenDrift, GoldenError, GoldenStore, GoldenUnpinned, load_file
+from certify.golden import (GOLDEN_DIR, GoldenDrift, GoldenError, GoldenStore, GoldenUnpinned, load_document,
+                            load_file)
 
 PROV = {"commit": "test", "device": "cpu", "dtype": "float64"}
 
@@ -104,3 +105,31 @@ def test_update_golden_refused_with_workers(tmp_path):
     assert out.returncode == 2
     assert "refused under -n > 1" in out.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_setup_is_stated_and_compared(tmp_path):
+    store = GoldenStore(tmp_path, "cpu-float64", update=True)
+    store.check("fam", {"a": 1.0}, rtol=1e-8, provenance=PROV, setup={"prior": "diag((1+j)^-2)", "sigma": 0.1})
+    (path,) = store.write_pending()
+    _, setup = load_document(path)
+    assert setup == {"prior": "diag((1+j)^-2)", "sigma": 0.1}
+    GoldenStore(tmp_path, "cpu-float64").check("fam", {"a": 1.0}, rtol=1e-8, setup={"sigma": 0.1})
+    with pytest.raises(GoldenDrift, match="another setup") as exc:
+        GoldenStore(tmp_path, "cpu-float64").check("fam", {"a": 1.0}, rtol=1e-8, setup={"sigma": 0.2})
+    assert "sigma: golden 0.1, this run 0.2" in str(exc.value)
+    with pytest.raises(GoldenDrift, match="<not stated>"):
+        GoldenStore(tmp_path, "cpu-float64").check("fam", {"a": 1.0}, rtol=1e-8, setup={"kernel": "rbf"})
+    # a second backend's pin keeps the stated setup
+    other = GoldenStore(tmp_path, "cpu-float32", update=True)
+    other.check("fam", {"a": 2.0}, rtol=1e-4, provenance=PROV)
+    other.write_pending()
+    assert load_document(path)[1] == setup
+
+
+@pytest.mark.parametrize("setup", ['[1, 2]', '{"a": [1]}', '{"a": true}'])
+def test_malformed_setup_names_the_file(tmp_path, setup):
+    path = tmp_path / "fam.json"
+    path.write_text('{"schema": 1, "setup": %s, "backends": {}}' % setup)
+    with pytest.raises(GoldenError, match="'setup'") as exc:
+        load_file(path)
+    assert str(path) in str(exc.value)

@@ -128,7 +128,7 @@ _ORIG_POWERS = overlap_mod.power_vectors
 def test_order_parameters_with_P_transposed_fail_trajectory(monkeypatch, fresh_trajectories):
     monkeypatch.setattr(overlap_mod, "power_vectors", _transposed_power_vectors)
     with pytest.raises(AssertionError, match="logged Omega"):
-        cert_o.test_overlap_trajectory("free_linear", backend=CPU64, record=rec("overlap.reconstruction"),
+        cert_o.test_overlap_trajectory("lsq", 0, "free_linear", backend=CPU64, record=rec("overlap.reconstruction"),
                                        golden=no_golden)
 
 
@@ -141,7 +141,7 @@ def test_order_parameters_with_P_transposed_fail_any_decoder(monkeypatch):
 def test_wrong_binomial_sign_fails(monkeypatch, fresh_trajectories):
     monkeypatch.setattr(overlap_mod, "binomial_weights", lambda l: [math.comb(l, a) for a in range(l + 1)])
     with pytest.raises(AssertionError, match="reconstruction|reconstructed"):
-        cert_o.test_overlap_trajectory("diagonal", backend=CPU64, record=rec("overlap.reconstruction"),
+        cert_o.test_overlap_trajectory("lsq", 0, "diagonal", backend=CPU64, record=rec("overlap.reconstruction"),
                                        golden=no_golden)
 
 
