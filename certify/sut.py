@@ -19,6 +19,7 @@ import models
 from models.metrics import depth_losses
 from models.train import checkpoint_path
 from certify.backend import Backend
+from properties import richardson as ref
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ("free_linear", "diagonal", "flexformer", "softmax")
@@ -144,6 +145,38 @@ def table2(cls: str, backend: Backend) -> dict[str, float]:
     m = models.checkpoint_metrics(trained(cls, backend), heldout(backend), EB_CLIP, EB_DELTA,
                                   oracle_P=oracle(backend))
     return {k: v for k, v in m.items() if isinstance(v, float)}
+
+
+def certify_heldout(decoder: models.RichardsonDecoder, tasks: models.Tasks, u: float,
+                    n_figure: int = 128) -> dict:
+    """000 eq 4 on every held-out task, rigorously (properties.richardson.norm_bound_check: rho a
+    certified upper bound on ||I - P H||_2, the exact e_L in arb, the SUT's e_L within its derived
+    rounding tolerance; the softmax map in Jacobian form at x_0 = 0).
+
+    Returns the violation count, the tasks whose rho failed its rigorous lower-bound check, the
+    largest ||e_L|| / bound, and the median / 10-90% error curves and median bound curve over
+    l = 0..L of the first `n_figure` tasks (figure data)."""
+    violations, uncertified, tight, errs, bounds = 0, [], 0.0, [], []
+    for i in range(len(tasks)):
+        H, d = tasks.H[i], tasks.d[i]
+        x0 = torch.zeros_like(d)
+        P = frozen_P(decoder, x0, H, d)
+        xs = run(linear_decoder(decoder, P, decoder.L), H, d, x0)
+        Pn, Hn, dn = to_numpy(P), to_numpy(H), to_numpy(d)
+        chk = ref.norm_bound_check(Pn, Hn, dn, xs, u)
+        violations += int(not (chk.exact_holds and chk.sut_holds))
+        if not chk.rho_certified:
+            uncertified.append(i)
+        tight = max(tight, chk.tightness)
+        if i < n_figure:
+            xstar = np.linalg.solve(Hn, dn)
+            errs.append([float(np.linalg.norm(x - xstar)) for x in xs])
+            bounds.append([chk.rho ** l * float(np.linalg.norm(xstar)) for l in range(len(xs))])
+    e, b = np.array(errs), np.array(bounds)
+    curves = {"median_error": np.median(e, 0).tolist(), "q10_error": np.quantile(e, 0.1, 0).tolist(),
+              "q90_error": np.quantile(e, 0.9, 0).tolist(), "median_bound": np.median(b, 0).tolist()}
+    return {"violations": violations, "uncertified_rho": uncertified, "max_tightness": tight,
+            "n_figure": len(errs), "curves": curves}
 
 
 @functools.cache

@@ -14,14 +14,12 @@ import functools
 from typing import Any
 
 import numpy as np
-import torch
 
 import models
 from certify import sut
 from certify.backend import Backend
 from models import gp as gp_mod
 from models import pde as pde_mod
-from properties import richardson as ref
 
 FAMILIES = ("gp", "pde")
 PROMPT_SIZES = {"gp": gp_mod.PROMPT_SIZES, "pde": pde_mod.PROMPT_SIZES}  # 000 sec 6: [16, 64], [4, 16]
@@ -32,7 +30,7 @@ N_HELDOUT = 512
 N_FIGURE = 128  # tasks whose error curves go into the figures
 
 
-def task_config(family: str, size: int) -> models.TaskConfig | gp_mod.GPTaskConfig | pde_mod.PDETaskConfig:
+def task_config(family: str, size: int) -> gp_mod.GPTaskConfig | pde_mod.PDETaskConfig:
     if family == "gp":
         return gp_mod.GPTaskConfig(m=gp_mod.RANK, n=size, sigma=gp_mod.SIGMA)
     if family == "pde":
@@ -72,9 +70,7 @@ def losses(family: str, size: int, cls: str, backend: Backend, L: int = DEFAULT_
 @functools.cache
 def table(family: str, size: int, cls: str, backend: Backend, L: int = DEFAULT_L) -> dict[str, Any]:
     """The checkpoint's metrics (models.checkpoint_metrics; for PDE also models.pde.query_metrics)
-    and the rigorous norm-bound verdict of every held-out task (properties.richardson.norm_bound_check:
-    rho a certified upper bound on ||I - P H||_2, the exact e_L in arb, the SUT's e_L within its
-    derived rounding tolerance; the softmax map in Jacobian form at x_0 = 0)."""
+    and the rigorous norm-bound verdict of every held-out task (certify.sut.certify_heldout)."""
     dec = trained(family, size, cls, backend, L)
     tasks = heldout(family, size, backend)
     out: dict[str, Any] = {k: v for k, v in models.checkpoint_metrics(dec, tasks, sut.EB_CLIP, sut.EB_DELTA).items()
@@ -82,32 +78,16 @@ def table(family: str, size: int, cls: str, backend: Backend, L: int = DEFAULT_L
     out["risk"] = out.pop("heldout_risk")
     if family == "pde":
         out.update(pde_mod.query_metrics(dec, tasks, sut.EB_CLIP, sut.EB_DELTA))
-    u = backend.unit_roundoff
-    violations, worst_tight, errs, bounds = 0, 0.0, [], []
-    for i in range(len(tasks)):
-        H, d = tasks.H[i], tasks.d[i]
-        x0 = torch.zeros_like(d)
-        P = sut.frozen_P(dec, x0, H, d)
-        xs = sut.run(sut.linear_decoder(dec, P, dec.L), H, d, x0)
-        Pn, Hn, dn = sut.to_numpy(P), sut.to_numpy(H), sut.to_numpy(d)
-        chk = ref.norm_bound_check(Pn, Hn, dn, xs, u)
-        if not chk.rho_certified:
-            raise AssertionError(f"{family} {label(family, size)} {cls} L={L} task {i}: rho = {chk.rho!r} is "
-                                 "below a rigorous lower bound on ||I - PH||_2")
-        violations += int(not (chk.exact_holds and chk.sut_holds))
-        worst_tight = max(worst_tight, chk.tightness)
-        if i < N_FIGURE:
-            xstar = np.linalg.solve(Hn, dn)
-            errs.append([float(np.linalg.norm(x - xstar)) for x in xs])
-            bounds.append([chk.rho ** l * float(np.linalg.norm(xstar)) for l in range(len(xs))])
-    out["rigorous_violations"] = violations
-    out["rigorous_violation_rate"] = violations / len(tasks)
-    out["max_tightness"] = worst_tight
+    chk = sut.certify_heldout(dec, tasks, backend.unit_roundoff, N_FIGURE)
+    if chk["uncertified_rho"]:
+        raise AssertionError(f"{family} {label(family, size)} {cls} L={L} tasks {chk['uncertified_rho']}: rho "
+                             "is below a rigorous lower bound on ||I - PH||_2")
+    out["rigorous_violations"] = chk["violations"]
+    out["rigorous_violation_rate"] = chk["violations"] / len(tasks)
+    out["max_tightness"] = chk["max_tightness"]
     out["n_tasks"] = len(tasks)
     out["K"] = tasks.K
-    e, b = np.array(errs), np.array(bounds)
-    out["curves"] = {"median_error": np.median(e, 0).tolist(), "q10_error": np.quantile(e, 0.1, 0).tolist(),
-                     "q90_error": np.quantile(e, 0.9, 0).tolist(), "median_bound": np.median(b, 0).tolist()}
+    out["curves"] = chk["curves"]
     return out
 
 
@@ -120,7 +100,7 @@ def setup(family: str) -> dict[str, str | float]:
     """What golden files pinning these checkpoints state about them (backend independent)."""
     task = task_config(family, PROMPT_SIZES[family][0])
     return {
-        **{k: v for k, v in task.describe().items()},
+        **task.describe(),
         f"{family}.prompt_sizes": ", ".join(str(s) for s in PROMPT_SIZES[family]),
         f"{family}.training": "Adam lr 1e-2, seed 0: 300 steps x 128 tasks (CPU tier), 1000 x 512 (cuda tier)",
         f"{family}.heldout": f"{N_HELDOUT} tasks, seed {sut.HELDOUT_SEED}; EB c = {sut.EB_CLIP}, delta = {sut.EB_DELTA}",

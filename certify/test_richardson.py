@@ -158,29 +158,14 @@ def test_checkpoint_table2(cls: str, backend, record, golden) -> None:
     tasks = sut.heldout(backend)
     metrics = dict(sut.table2(cls, backend))
     u = backend.unit_roundoff
-    errs, bounds, violations = [], [], 0
-    for i in range(len(tasks)):
-        H, d = tasks.H[i], tasks.d[i]
-        x0 = torch.zeros_like(d)
-        P = sut.frozen_P(dec, x0, H, d)
-        xs = sut.run(sut.linear_decoder(dec, P, dec.L), H, d, x0)
-        Pn, Hn, dn = sut.to_numpy(P), sut.to_numpy(H), sut.to_numpy(d)
-        chk = ref.norm_bound_check(Pn, Hn, dn, xs, u)
-        violations += int(not (chk.exact_holds and chk.sut_holds))
-        if i < 128:  # figure data: the error and bound along l for a subset of tasks
-            xstar = np.linalg.solve(Hn, dn)
-            errs.append([float(np.linalg.norm(x - xstar)) for x in xs])
-            bounds.append([chk.rho ** l * float(np.linalg.norm(xstar)) for l in range(len(xs))])
+    chk = sut.certify_heldout(dec, tasks, u)
+    violations = chk["violations"]
     metrics["rigorous_violation_rate"] = violations / len(tasks)
     for k, v in metrics.items():
         record.set(f"{cls}.{k}", v)
     record.example(len(tasks))
-    errs, bounds = np.array(errs), np.array(bounds)
-    record.figure("richardson_error_vs_bound", {
-        "cls": cls, "K": tasks.K, "n": len(errs),
-        "median_error": np.median(errs, 0).tolist(), "q10_error": np.quantile(errs, 0.1, 0).tolist(),
-        "q90_error": np.quantile(errs, 0.9, 0).tolist(), "median_bound": np.median(bounds, 0).tolist(),
-    })
+    record.figure("richardson_error_vs_bound", {"cls": cls, "K": tasks.K, "n": chk["n_figure"], **chk["curves"]})
+    assert not chk["uncertified_rho"], f"{cls}: tasks {chk['uncertified_rho']}: rho below a rigorous lower bound"
     assert violations == 0, f"{cls}: {violations} held-out tasks violate the norm bound"
     golden("richardson", {f"{cls}.{k}": v for k, v in metrics.items()},
            rtol=tolerances.relative_band_golden(backend.dtype),

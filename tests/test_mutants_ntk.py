@@ -68,28 +68,25 @@ def test_ntk_curve_one_step_ahead_fails(monkeypatch):
     _measured("NTK curve differs")
 
 
-def test_jacobian_after_a_step_fails(monkeypatch):
-    """J_0 taken at the parameters after one eq-24 step instead of at theta_0."""
+def _jacobian_after_a_step(eta: float):
+    """ntk.jacobian taken at the parameters after one eq-24 step of size eta instead of at theta_0."""
     orig = ntk.jacobian
 
     def moved(precond, tasks, L):
         pc = copy.deepcopy(precond)
-        fs.gd_step(pc, tasks, L, 0.05)
+        fs.gd_step(pc, tasks, L, eta)
         return orig(pc, tasks, L)
 
-    monkeypatch.setattr(ntk, "jacobian", moved)
+    return moved
+
+
+def test_jacobian_after_a_step_fails(monkeypatch):
+    monkeypatch.setattr(ntk, "jacobian", _jacobian_after_a_step(0.05))
     _measured("J_0 is not the Jacobian")
 
 
 def test_jacobian_after_a_step_fails_gp(monkeypatch):
-    orig = ntk.jacobian
-
-    def moved(precond, tasks, L):
-        pc = copy.deepcopy(precond)
-        fs.gd_step(pc, tasks, L, 1.0)
-        return orig(pc, tasks, L)
-
-    monkeypatch.setattr(ntk, "jacobian", moved)
+    monkeypatch.setattr(ntk, "jacobian", _jacobian_after_a_step(1.0))
     with pytest.raises(AssertionError, match="J_0 is not the Jacobian"):
         cert.test_gp_ntk_measured_curve(backend=CPU64, record=rec("gp.ntk_local"), golden=no_golden)
 
@@ -126,14 +123,7 @@ def test_update_wrong_sign_fails_property(monkeypatch, family):
 
 
 def test_jacobian_after_a_step_fails_property(monkeypatch):
-    orig = ntk.jacobian
-
-    def moved(precond, tasks, L):
-        pc = copy.deepcopy(precond)
-        fs.gd_step(pc, tasks, L, 0.05)
-        return orig(pc, tasks, L)
-
-    monkeypatch.setattr(ntk, "jacobian", moved)
+    monkeypatch.setattr(ntk, "jacobian", _jacobian_after_a_step(0.05))
     with pytest.raises(AssertionError, match="J_0 is not the Jacobian"):
         cert.test_ntk_local_property.hypothesis.inner_test(case=LSQ_CASE, backend=CPU64,
                                                            record=rec("flexformer.ntk_local"))
