@@ -46,26 +46,51 @@ def train_config(cls: str, backend: Backend) -> models.TrainConfig:
                               batch=128, lr=1e-2, seed=0, device=backend.device, dtype=backend.dtype)
 
 
-@functools.cache
+# Where a checkpoint missing from the shared cache is trained instead, when set.  The suite's
+# own tests set it (per test) so that a mutant planted in the SUT can never train a poisoned
+# checkpoint into the cache the certificates read; see tests/conftest.py.
+PRIVATE_TRAINING_DIR: Path | None = None
+
+
 def trained(cls: str, backend: Backend) -> models.RichardsonDecoder:
     """The trained checkpoint of `cls` on `backend` (from the cache, else trained now)."""
     return load_trained(train_config(cls, backend))
 
 
-@functools.cache
 def load_trained(cfg: models.TrainConfig) -> models.RichardsonDecoder:
-    """The checkpoint of `cfg` from the cache, else trained now (with a progress line), frozen."""
-    path = checkpoint_path(cfg, cache_dir())
+    """The checkpoint of `cfg` from the shared cache, else trained now (with a progress line) into
+    the shared cache -- or into PRIVATE_TRAINING_DIR when that is set; frozen."""
+    shared = cache_dir()
+    if PRIVATE_TRAINING_DIR is not None and not checkpoint_path(cfg, shared).exists():
+        return _load_trained(cfg, Path(PRIVATE_TRAINING_DIR))
+    return _load_trained(cfg, shared)
+
+
+@functools.cache
+def _load_trained(cfg: models.TrainConfig, directory: Path) -> models.RichardsonDecoder:
+    path = checkpoint_path(cfg, directory)
     label = f"{cfg.cls} decoder ({cfg.task.family}: {cfg.task}, L={cfg.L}, {cfg.steps} steps, " \
             f"{cfg.device}-{cfg.dtype})"
     if not path.exists():
         print(f"\n[certify] training {label} -> {path}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    dec = models.load_or_train(cfg, cache_dir())
+    dec = models.load_or_train(cfg, directory)
     dec.requires_grad_(False)
     if time.perf_counter() - t0 > 1:
         print(f"[certify] {label} ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     return dec
+
+
+def prewarm(cfgs: list[models.TrainConfig]) -> None:
+    """Train (or check) every config into the shared cache.  xdist workers walk the list from
+    different offsets, so on an empty cache they train different checkpoints at once (the file
+    lock of models.train.load_or_train makes a second asker wait and then load)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    k = int(worker[2:]) if worker[2:].isdigit() else 0
+    n = len(cfgs)
+    start = (k * n) // max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+    for cfg in cfgs[start:] + cfgs[:start]:
+        _load_trained(cfg, cache_dir())
 
 
 @functools.cache

@@ -111,3 +111,11 @@ def setup(family: str) -> dict[str, str | float]:
 def e2e_losses(size: int, cls: str, backend: Backend, L: int = DEFAULT_L) -> np.ndarray:
     """Per-task end-to-end PDE query losses ||u_L - u*||^2 / n (models.pde.query_losses)."""
     return sut.to_numpy(pde_mod.query_losses(trained("pde", size, cls, backend, L), heldout("pde", size, backend)))
+
+
+def standard_configs(backend: Backend) -> list[models.TrainConfig]:
+    """Every checkpoint the default tier trains on `backend`: the least-squares decoders of
+    certify.sut and the GP/PDE decoders at the method-comparison depth."""
+    return [sut.train_config(cls, backend) for cls in sut.CLASSES] + [
+        train_config(family, size, cls, backend) for family in FAMILIES for size in PROMPT_SIZES[family]
+        for cls in sut.CLASSES]

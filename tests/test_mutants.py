@@ -23,6 +23,9 @@ from models import eb as eb_mod
 from models import richardson as rich_mod
 from properties import richardson as prop_r
 
+# checkpoints are trained by the unmutated code before any mutant is planted (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("standard_checkpoints")
+
 CPU64 = Backend("cpu", "float64")
 
 

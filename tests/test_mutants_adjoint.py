@@ -14,6 +14,9 @@ from certify.plugin import Recorder
 from models import adjoint as adj
 from models import preconditioners as pcs
 
+# checkpoints are trained by the unmutated code before any mutant is planted (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("standard_checkpoints")
+
 CPU64 = Backend("cpu", "float64")
 
 

@@ -27,6 +27,9 @@ from models import pde as pde_mod
 from models import preconditioners as pcs
 from models import richardson as rich_mod
 
+# checkpoints are trained by the unmutated code before any mutant is planted (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("standard_checkpoints")
+
 CPU64 = Backend("cpu", "float64")
 
 
