@@ -710,6 +710,17 @@ SEED_VALUES: dict[str, dict[str, float]] = {
     # 000 sec 9 (eqs 25-27), Figs 7-8: finite-NTK relative errors.
     "flexformer.ntk_local": {"positive_control.ntk_rel_err": 5.572e-3, "longer_run.ntk_rel_err": 1.906e-2},
     "gp.ntk_local": {"gp.ntk_rel_err": 6.829e-4, "gp.heldout_posterior_mean_mse": 7.309},
+    # 003 TL;DR, "Key numbers": AEP on non-conservative attention (toy naive 0.30 -> AEP 0.9975;
+    # CET attention params 0.75 -> 1.0), its cost (1.44x plain EP).
+    "aep.exact_gradient": {"toy.cos_uncorrected": 0.30, "toy.cos_aep": 0.9975,
+                           "attention.cos_uncorrected": 0.75, "attention.cos_aep": 1.0},
+    # 003 2026-06-17 round 2: at the plateau checkpoint, frozen AEP -0.045, tracking AEP 0.997.
+    "aep.tracking": {"far.cos_frozen": -0.045, "far.cos_tracking": 0.997},
+    # 003 TL;DR 1: FA output projection ~1.0, attention Q/K/V ~0.25, FFN fc ~ -0.01; EP/AEP >= 0.99.
+    "fa.upstream_failure": {"fa.cos_out": 1.0, "fa.cos_qkv": 0.25, "fa.cos_ffn_fc": -0.01,
+                            "aep.cos_min": 0.99},
+    # 003 "Key numbers": CET EP-vs-BPTT gradient cosine 0.99 (global), attention WQ/WK 0.98.
+    "ep.matches_implicit_gradient": {"cet.cos_global": 0.99, "cet.cos_attention": 0.98},
     # 001 sec 4.3 (decoder), Table 4 (Flexformer enc+dec), Table 5 (PDE).
     "eb.heldout": {
         "flexformer.eb_upper": 1.7710e-1,
