@@ -10,6 +10,8 @@ rather than |z|^2), so the same code runs on complex states -- what holomorphic 
   kappa/2 ||z||^2 - x.z that fixes the gauge (the bare attention energy is invariant under
   per-token shifts along the null space of W_Q^T W_K, which makes its Hessian singular) and
   keeps the energy bounded below.  F = -dE/dz, written out analytically.
+* `SkewedEnergyBlock`: the energy block plus a rotational drift alpha z Omega that dials the
+  Jacobian's asymmetry (alpha = 0 is conservative).
 * `DampedAttention` (non-conservative): real softmax attention with independent W_Q, W_K, W_V,
   W_O, damped as s (attn(z) - c z) (003 TL;DR 2), plus the leak and injection lam (x - z).
 * `ThickBlock` (non-conservative, 003 2026-06-09 "thick"): pre-LN attention + a GELU FFN as
@@ -67,6 +69,15 @@ def layer_norm(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     mu = z.mean(-1, keepdim=True)
     c = z - mu
     return c / torch.sqrt((c * c).mean(-1, keepdim=True) + eps)
+
+
+def log_cosh(u: torch.Tensor) -> torch.Tensor:
+    """log cosh u: |u| + log1p(e^-2|u|) - log 2 for real u (no overflow), the principal
+    log(cosh u) for complex u (holomorphic near the real axis)."""
+    if u.is_complex():
+        return torch.log(torch.cosh(u))
+    a = u.abs()
+    return a + torch.log1p(torch.exp(-2 * a)) - math.log(2.0)
 
 
 def rms_norm(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -176,7 +187,7 @@ class EnergyBlock(EquilibriumBlock):
         logits = self.beta_att * q @ k.mT  # (B, h, T, T)
         e_att = -logsumexp(logits).sum((1, 2)) / self.beta_att
         u = z @ like(self.Xi, z).mT  # (B, T, M)
-        e_hop = -self.lam_hop * torch.log(torch.cosh(u)).sum((1, 2))
+        e_hop = -self.lam_hop * log_cosh(u).sum((1, 2))
         e_conf = 0.5 * self.kappa * (z * z).sum((1, 2)) - (x * z).sum((1, 2))
         return e_conf + e_att + e_hop
 
@@ -193,6 +204,30 @@ class EnergyBlock(EquilibriumBlock):
         Xi = like(self.Xi, z)
         hop = self.lam_hop * torch.tanh(z @ Xi.mT) @ Xi
         return x - self.kappa * z + att + hop
+
+
+class SkewedEnergyBlock(EnergyBlock):
+    """The energy block plus a rotational drift: F = -dE/dz + alpha z Omega (Omega a fixed seeded
+    antisymmetric d x d matrix of unit spectral norm, applied per token).
+
+    The drift adds exactly alpha (I_T (x) Omega^T) to the Jacobian: its antisymmetric part is
+    alpha times a known matrix and its symmetric part is untouched, so alpha dials the asymmetry
+    of the dynamics at a fixed energy landscape (alpha = 0: conservative again)."""
+
+    conservative = False
+    name = "skewed_energy"
+
+    def __init__(self, T: int, d: int, d_out: int = 2, *, alpha: float = 0.5, **kw) -> None:
+        super().__init__(T, d, d_out, **kw)
+        self.alpha = float(alpha)
+        g = cpu_generator(derive_seed("skew", T, d, kw.get("seed", 0)))
+        S = torch.randn(d, d, generator=g, dtype=torch.float64)
+        Om = S - S.T
+        nrm = float(torch.linalg.matrix_norm(Om, ord=2))
+        self.register_buffer("Omega", (Om / nrm if nrm > 0 else Om).to(self._device, self._dtype))
+
+    def force(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return super().force(z, x) + self.alpha * (z @ like(self.Omega, z))
 
 
 # --------------------------------------------------------------------------- #
@@ -294,4 +329,5 @@ class ThickBlock(EquilibriumBlock):
         return (x - z) - self.c * z + self.attention(layer_norm(z)) + self.ffn(layer_norm(z))
 
 
-BLOCKS: dict[str, type[EquilibriumBlock]] = {c.name: c for c in (EnergyBlock, DampedAttention, ThickBlock)}
+BLOCKS: dict[str, type[EquilibriumBlock]] = {
+    c.name: c for c in (EnergyBlock, SkewedEnergyBlock, DampedAttention, ThickBlock)}

@@ -27,7 +27,6 @@ the 1/beta_k weights, the nudged start, the free-phase tolerance).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -81,9 +80,17 @@ def free_force(block: EquilibriumBlock, x: torch.Tensor) -> Force:
     return lambda z: block.force(z, x)
 
 
+class NotConverged(RuntimeError):
+    """A free phase that stopped above its residual tolerance (when convergence was required)."""
+
+
 def free_phase(block: EquilibriumBlock, x: torch.Tensor, *, solver: str = "newton", eps: float = 0.2,
-               steps: int = 50, tol: float | None = 1e-14, z_init: torch.Tensor | None = None) -> Phase:
-    """The free equilibrium F(z*) = 0 from z_init (default: the input injection x)."""
+               steps: int = 50, tol: float | None = 1e-14, z_init: torch.Tensor | None = None,
+               require: bool = True) -> Phase:
+    """The free equilibrium F(z*) = 0 from z_init (default: the input injection x).
+
+    With `require` (the default) a solve that ends above tol raises NotConverged: EP's premise is
+    a converged free phase; pass require=False to study estimators from an unconverged one."""
     z_init = x.clone() if z_init is None else z_init
     G = free_force(block, x)
     if solver == "newton":
@@ -92,6 +99,9 @@ def free_phase(block: EquilibriumBlock, x: torch.Tensor, *, solver: str = "newto
         res = solvers.SOLVERS[solver](G, z_init, eps, steps, tol)
     else:
         raise ValueError(f"unknown solver {solver!r}; choose from {sorted(solvers.SOLVERS)}")
+    if require and tol is not None and not res.residual <= tol:
+        raise NotConverged(f"{type(block).__name__}: free phase stopped at residual {res.residual:.3e} > tol "
+                           f"{tol:.1e} after {res.steps} {solver} steps")
     return Phase(res.z, res, 0.0)
 
 
@@ -99,14 +109,11 @@ def antisymmetric_product(F: Force, z0: torch.Tensor) -> Callable[[torch.Tensor]
     """v -> 2 A_J v = J v - J^T v at z0, matrix-free (one jvp, one vjp; J real at a real z0, so a
     complex v is applied to its real and imaginary parts separately)."""
     z0 = z0.detach()
-    with warnings.catch_warnings():  # torch.fx's constant folding inside linearize is noisy
-        warnings.simplefilter("ignore", UserWarning)
-        _, jvp_fn = torch.func.linearize(F, z0)  # J v by replaying a traced graph
-    _, vjp_fn = torch.func.vjp(F, z0)
+    _, vjp_fn = torch.func.vjp(F, z0)  # the reverse pass at z0 is recorded once, replayed per v
 
     def real_apply(v: torch.Tensor) -> torch.Tensor:
         (jtv,) = vjp_fn(v)
-        return jvp_fn(v) - jtv
+        return torch.func.jvp(F, (z0,), (v,))[1] - jtv
 
     def apply(v: torch.Tensor) -> torch.Tensor:
         if v.is_complex():
@@ -122,12 +129,17 @@ def aep_correction(two_A: Callable[[torch.Tensor], torch.Tensor], z: torch.Tenso
 
 
 def antisymmetric_matrix(F: Force, z0: torch.Tensor) -> torch.Tensor:
-    """The dense 2 A_J = J - J^T at z0, column by column from the matrix-free product (tiny states:
-    a solver that needs the nudged force's Jacobian, such as Newton, uses it)."""
-    two_A = antisymmetric_product(F, z0)
-    n = z0.numel()
+    """The dense 2 A_J = J - J^T at z0 from the same two primitives, jvp minus vjp, batched over
+    the unit vectors (tiny states: solvers that need the nudged force's Jacobian use it)."""
+    z0 = z0.detach()
+    shape, n = z0.shape, z0.numel()
+    f = lambda v: F(v.reshape(shape)).reshape(-1)  # noqa: E731
+    flat = z0.reshape(-1)
     eye = torch.eye(n, dtype=z0.dtype, device=z0.device)
-    return torch.stack([two_A(eye[i].reshape(z0.shape)).reshape(-1) for i in range(n)], -1)
+    _, vjp_fn = torch.func.vjp(f, flat)
+    Jcols = torch.func.vmap(lambda e: torch.func.jvp(f, (flat,), (e,))[1])(eye)  # row i: J e_i
+    JTcols = torch.func.vmap(lambda e: vjp_fn(e)[0])(eye)  # row i: J^T e_i
+    return (Jcols - JTcols).mT.detach()
 
 
 def nudged_force(block: EquilibriumBlock, x: torch.Tensor, y: torch.Tensor, beta: complex,
@@ -152,9 +164,12 @@ def nudge_start(z0: torch.Tensor, beta: complex) -> torch.Tensor:
     return z0.to(torch.result_type(z0, torch.tensor(beta))) if isinstance(beta, complex) else z0.clone()
 
 
-def _relax(G: Force, start: torch.Tensor, solver: str, eps: float, steps: int, tol: float | None) -> solvers.Solve:
+def _relax(G: Force, start: torch.Tensor, solver: str, eps: float, steps: int, tol: float | None,
+           J: torch.Tensor | None = None) -> solvers.Solve:
     if solver == "newton":
         return solvers.newton(G, start, steps=steps, tol=tol)
+    if solver == "chord":
+        return solvers.chord(G, start, J, steps=steps, tol=tol)
     if solver not in solvers.SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose from {sorted(solvers.SOLVERS)}")
     return solvers.SOLVERS[solver](G, start, eps, steps, tol)
@@ -189,8 +204,9 @@ def tracking_pair(block: EquilibriumBlock, x: torch.Tensor, y: torch.Tensor, z0:
 class EPConfig:
     """How the nudged phases are run and read: correction, readout, solver, Euler step, T2 / tol.
 
-    solver "euler" relaxes `steps` steps from the free equilibrium (the seed's T2); "newton" solves
-    to tol (the dense 2 A_0 is then assembled once from the matrix-free product)."""
+    solver "euler" relaxes `steps` steps from the free equilibrium (the seed's T2); "newton" and
+    "chord" (Newton with the free equilibrium's corrected Jacobian J_0 - 2 A_0, factored once) solve
+    to tol, with the dense 2 A_0 assembled once from the matrix-free product."""
 
     correction: str | None = None
     readout: str = "classic"
@@ -214,13 +230,18 @@ class Nudger:
                  cfg: EPConfig) -> None:
         self.block, self.x, self.y, self.z0, self.cfg = block, x, y, z0.detach(), cfg
         self.two_A = None
+        dense = cfg.solver in ("newton", "chord")
+        F = free_force(block, x)
         if cfg.correction == "aep":
-            F = free_force(block, x)
-            if cfg.solver == "newton":
+            if dense:
                 M = antisymmetric_matrix(F, self.z0)
                 self.two_A = lambda v: (M.to(v.dtype) @ v.reshape(-1)).reshape(v.shape)
             else:
                 self.two_A = antisymmetric_product(F, self.z0)
+        self.J_chord = None
+        if cfg.solver == "chord":
+            J = solvers.jacobian(F, self.z0)
+            self.J_chord = J - M if cfg.correction == "aep" else J  # the nudged Jacobian at beta = 0
         self.explicit = dC_dtheta(block, self.z0, y)
 
     def phase(self, beta: complex) -> Phase:
@@ -228,7 +249,7 @@ class Nudger:
         if c.correction == "tracking":
             raise ValueError("tracking AEP needs the +-beta pair: use pair()")
         G = nudged_force(self.block, self.x, self.y, beta, self.z0, c.correction, self.two_A)
-        res = _relax(G, nudge_start(self.z0, beta), c.solver, c.eps, c.steps, c.tol)
+        res = _relax(G, nudge_start(self.z0, beta), c.solver, c.eps, c.steps, c.tol, self.J_chord)
         return Phase(res.z, res, beta)
 
     def pair(self, beta: float) -> tuple[Phase, Phase]:

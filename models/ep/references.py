@@ -24,12 +24,18 @@ def ift_adjoint(J: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(J.mT, g)
 
 
-def ift_gradient(block: EquilibriumBlock, x: torch.Tensor, y: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
-    """dC/dtheta(z0) - (dF/dtheta(z0))^T J^-T dC/dz(z0), flat over block.parameters()."""
+def ift_gradient(block: EquilibriumBlock, x: torch.Tensor, y: torch.Tensor, z0: torch.Tensor,
+                 transpose: bool = True) -> torch.Tensor:
+    """dC/dtheta(z0) - (dF/dtheta(z0))^T J^-T dC/dz(z0), flat over block.parameters().
+
+    transpose=False gives dC/dtheta - P^T J^-1 dC/dz instead: the beta -> 0 limit of EP *without*
+    the AEP correction on a non-conservative block (its nudged phase linearises J, not J^T), i.e.
+    the biased gradient plain EP converges to."""
     F = free_force(block, x)
     with torch.enable_grad():
         J = solvers.jacobian(F, z0.detach())
-    a = ift_adjoint(J, block.cost_grad_z(z0, y).reshape(-1).detach()).reshape(z0.shape)
+    c = block.cost_grad_z(z0, y).reshape(-1).detach()
+    a = (ift_adjoint(J, c) if transpose else torch.linalg.solve(J, c)).reshape(z0.shape)
     ps = params(block)
     with torch.enable_grad():
         Fz = block.force(z0.detach(), x)

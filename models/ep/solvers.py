@@ -3,8 +3,9 @@
 * `euler`: relaxation z <- z + eps G(z) (the seed's solver; converges when I + eps dG/dz is a
   contraction), T steps or until the residual is below tol;
 * `anderson`: Anderson acceleration (type II, memory m) of the same fixed-point map;
-* `newton`: Newton's method with the dense Jacobian built column by column from forward-mode
-  products (tiny states only; quadratic convergence for the order checks' tight free phases).
+* `newton`: Newton's method with the dense Jacobian built from forward-mode products (tiny
+  states only; quadratic convergence for the order checks' tight free phases);
+* `chord`: Newton with a fixed Jacobian (a nudged phase reuses the free equilibrium's).
 
 All work on real or complex states of any shape (complex for holomorphic EP: the forces are
 holomorphic, so forward-mode products give the complex derivative).  The residual reported is
@@ -98,7 +99,12 @@ def anderson(G: Force, z0: torch.Tensor, eps: float, steps: int, tol: float | No
             gram = dF.mH @ dF
             scale = gram.diagonal(dim1=-2, dim2=-1).real.amax(-1, keepdim=True).clamp_min(1e-300)
             eye = torch.eye(k - 1, dtype=gram.dtype, device=gram.device)
-            gam = torch.linalg.solve(gram + reg * scale.unsqueeze(-1) * eye, dF.mH @ Fs[-1].unsqueeze(-1))
+            # Tikhonov weight at least n eps of the Gram scale: below it the Gram matrix of
+            # (nearly) collinear differences is singular to working precision
+            lam = max(reg, z.shape[-1] * torch.finfo(z.real.dtype if z.is_complex() else z.dtype).eps)
+            gam, info = torch.linalg.solve_ex(gram + lam * scale.unsqueeze(-1) * eye, dF.mH @ Fs[-1].unsqueeze(-1))
+            # a sample whose differences all vanished (stagnation) takes the plain fixed-point step
+            gam = torch.where((info != 0).view(-1, 1, 1) | ~torch.isfinite(gam), torch.zeros_like(gam), gam)
             z = Zs[-1] + Fs[-1] - ((dZ + dF) @ gam).squeeze(-1)
         g = eps * Gf(z)
         Zs.append(z)
@@ -126,7 +132,8 @@ def jacobian(G: Force, z: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def newton(G: Force, z0: torch.Tensor, steps: int = 20, tol: float | None = None) -> Solve:
-    """Newton's method on the flattened state (dense Jacobian; tiny problems only)."""
+    """Newton's method on the flattened state (dense Jacobian; tiny problems only), with
+    backtracking: the step is halved (up to 30 times) until ||G|| decreases, so it cannot cycle."""
     _check(steps, tol)
     z = z0.clone()
     g = G(z)
@@ -135,7 +142,40 @@ def newton(G: Force, z0: torch.Tensor, steps: int = 20, tol: float | None = None
     while t < steps and not (tol is not None and hist[-1] <= tol):
         with torch.enable_grad():
             J = jacobian(G, z)
-        z = z - torch.linalg.solve(J, g.reshape(-1)).reshape(z.shape)
+        step, info = torch.linalg.solve_ex(J, g.reshape(-1))
+        if int(info) != 0 or not bool(torch.isfinite(step).all()):
+            break  # a singular Jacobian: stop here, the residual says how far it got
+        step = step.reshape(z.shape)
+        norm = float(g.abs().pow(2).sum())
+        lam = 1.0
+        for _ in range(30):
+            z_new = z - lam * step
+            g_new = G(z_new)
+            if float(g_new.abs().pow(2).sum()) < norm or norm == 0.0:
+                break
+            lam *= 0.5
+        z, g = z_new, g_new
+        hist.append(residual(g, z))
+        t += 1
+    return Solve(z, t, hist[-1], hist)
+
+
+@torch.no_grad()
+def chord(G: Force, z0: torch.Tensor, J: torch.Tensor, steps: int = 30, tol: float | None = None) -> Solve:
+    """The chord method: Newton with one fixed Jacobian J (factored once), z <- z - J^-1 G(z).
+
+    For a nudged phase J is the free equilibrium's (corrected) Jacobian, off the nudged one by
+    O(beta), so the iteration contracts by O(beta) per step at the cost of one force evaluation."""
+    _check(steps, tol)
+    if J.shape != (z0.numel(), z0.numel()):
+        raise ValueError(f"J must be ({z0.numel()}, {z0.numel()}), got {tuple(J.shape)}")
+    LU, piv = torch.linalg.lu_factor(J.to(z0.dtype) if z0.is_complex() else J)
+    z = z0.clone()
+    g = G(z)
+    hist = [residual(g, z)]
+    t = 0
+    while t < steps and not (tol is not None and hist[-1] <= tol):
+        z = z - torch.linalg.lu_solve(LU, piv, g.reshape(-1, 1)).reshape(z.shape)
         g = G(z)
         hist.append(residual(g, z))
         t += 1
