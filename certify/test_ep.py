@@ -86,7 +86,7 @@ def optimal_step(ev: torch.Tensor) -> float:
     return 2.0 / float(a.min() + a.max())
 
 
-def seed_protocol_check(blk, x, y, z0, J, sc: eo.Scales, beta: float, u: float, cfg_exact: est.EPConfig) -> float:
+def seed_protocol_check(blk, x, y, z0, J, sc: eo.Scales, beta: float, backend, cfg_exact: est.EPConfig) -> float:
     """003's estimator: nudged phases of T2 = 20 Euler steps (`optimal_step`) from the free
     equilibrium, against the same estimate with the nudged phases solved to tolerance.
 
@@ -100,7 +100,7 @@ def seed_protocol_check(blk, x, y, z0, J, sc: eo.Scales, beta: float, u: float, 
     euler = est.EPConfig(None, cfg_exact.readout, eps=eps, steps=T2_SEED, solver="euler")
     nd_e, nd_x = est.Nudger(blk, x, y, z0, euler), est.Nudger(blk, x, y, z0, cfg_exact)
     worst = 0.0
-    rounding = 2 * eo.phase_rounding(sc, u, eb.free_tol(x, Backend_of(z0)))  # both estimates' own rounding
+    rounding = 2 * eo.phase_rounding(sc, backend.unit_roundoff, eb.free_tol(x, backend))  # both estimates' own
     for sign in (1.0, -1.0):
         b = sign * beta
         ze, zx = nd_e.phase(b), nd_x.phase(b)
@@ -113,12 +113,6 @@ def seed_protocol_check(blk, x, y, z0, J, sc: eo.Scales, beta: float, u: float, 
         bound = (sc.norm_P * rho**T2_SEED * dist + rounding) / beta
         worst = max(worst, err / bound)
     return worst
-
-
-def Backend_of(z: torch.Tensor):
-    from certify.backend import Backend
-
-    return Backend(z.device.type, str(z.dtype).removeprefix("torch."))
 
 
 @pytest.mark.claim("ep.matches_implicit_gradient")
@@ -168,7 +162,7 @@ def test_ep_matches_implicit_gradient(case: EPCase, backend, record) -> None:
             f"{case}: the beta-order fit did not reach its asymptotic regime above the rounding floor in float64 "
             f"(one-sided {eo.admitted_range(f1)}, slopes {f1.local_slopes}; symmetric {eo.admitted_range(f2)}, "
             f"slopes {f2.local_slopes})")
-    ratio = seed_protocol_check(blk, x, y, z0, J, sc, run.betas[2], u, cfg)
+    ratio = seed_protocol_check(blk, x, y, z0, J, sc, run.betas[2], backend, cfg)
     record.max("max_seed_protocol_error_over_bound", ratio)
     target(ratio, label="T2 protocol error / bound")
     assert ratio <= 1, (f"{case}: the T2 = {T2_SEED} Euler nudged phases from the free equilibrium differ from the "
