@@ -103,7 +103,7 @@ def test_aep_exact_gradient(case: EPCase, backend, record) -> None:
     uncorrected EP does not (003: cos 0.30 -> 0.9975 toy; attention params 0.75 -> 1.0)".
 
     On drawn non-conservative blocks with a converged free phase: (i) the Jacobian of the SUT's
-    corrected nudged force at z* (beta = 0) is J^T, within the rounding of the two forward-mode
+    corrected nudged force at z* (beta = 0) is J^T, within the rounding of the two autodiff
     Jacobians and the correction product (3 gamma_terms ||J||_F); (ii) the one-sided and symmetric
     AEP estimates have orders 1 and 2 against the dense IFT gradient (`certify.ep_orders`); (iii)
     uncorrected EP converges (symmetric, O(beta^2)) to the biased limit dC/dtheta - P^T J^-1 dC/dz,
@@ -117,7 +117,7 @@ def test_aep_exact_gradient(case: EPCase, backend, record) -> None:
     tol = eb.free_tol(x, backend)
     F = est.free_force(blk, x)
     # (i) the corrected nudged Jacobian at beta = 0 (the correction applied as the dense 2 A_0 the SUT
-    # assembles from its jvp/vjp primitives: forward mode cannot differentiate through a recorded vjp)
+    # assembles from its two Jacobian products: the Jacobian of G then needs no third-order pass)
     M = est.antisymmetric_matrix(F, z0)
     G = est.nudged_force(blk, x, y, 0.0, z0, "aep", two_A=lambda v: (M @ v.reshape(-1)).reshape(v.shape))
     JG = solvers.jacobian(G, z0)

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, settings, target
+from hypothesis import assume, given, target
 from hypothesis.control import currently_in_test_context
 
 from certify import ep_blocks, registry
@@ -87,10 +87,6 @@ NEWTON_STEPS = 30
 CHORD_STEPS = 100  # chord: contracts by O(beta + |e0|) per step near z*
 
 
-def _examples() -> int:
-    """Examples of the property: each costs ~0.5-2 s of tracking relaxation (a dense Jacobian per
-    Euler step), so 1/16 of the profile's budget (ci 6, dev 6, thorough 125)."""
-    return max(6, settings.default.max_examples // 16)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -515,7 +511,6 @@ def assert_pair_checks(o: Outcome) -> None:
 
 
 @pytest.mark.claim(CLAIM)
-@settings(max_examples=_examples())
 @given(case=tracking_cases())
 def test_tracking_restores_property(case: TrackingCase, backend, record) -> None:
     """aep.tracking: "re-linearizing the correction at the moving common mode (z+ + z-)/2 restores

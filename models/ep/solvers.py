@@ -118,13 +118,14 @@ def anderson(G: Force, z0: torch.Tensor, eps: float, steps: int, tol: float | No
 
 
 def jacobian(G: Force, z: torch.Tensor) -> torch.Tensor:
-    """Dense dG/dz at z as an (N, N) matrix over the flattened state (all samples), by forward
-    mode (jacfwd: vmapped jvps).  Works for complex z when G is holomorphic."""
+    """Dense dG/dz at z as an (N, N) matrix over the flattened state (all samples): real z by
+    reverse mode (jacrev: vmapped vjps, about 3x faster here than jacfwd, whose decompositions
+    run in Python); complex z by vmapped jvps, correct when G is holomorphic."""
     shape = z.shape
     f = lambda v: G(v.reshape(shape)).reshape(-1)  # noqa: E731
     flat = z.reshape(-1).detach()
     if not flat.is_complex():
-        return torch.func.jacfwd(f)(flat).detach()
+        return torch.func.jacrev(f)(flat).detach()
     # jacfwd refuses complex inputs; the same vmapped jvps over the unit vectors do not
     eye = torch.eye(flat.numel(), dtype=flat.dtype, device=flat.device)
     return torch.func.vmap(lambda e: torch.func.jvp(f, (flat,), (e,))[1])(eye).mT.detach()
