@@ -34,18 +34,16 @@ def bucket(func: tuple[str, int, str]) -> str:
     return "other (imports, interpreter)"
 
 
-def main(argv: list[str]) -> int:
+def split(argv: list[str]) -> tuple[dict[str, float], float]:
+    """Run `python -m certify argv` in-process under cProfile: (own seconds per bucket, total)."""
     from certify.cli import main as certify_main
 
     prof = cProfile.Profile()
-    t0 = time.perf_counter()
     prof.enable()
-    rc = certify_main(argv + ["--out", "/tmp/certify-time-split"])
+    certify_main(argv)
     prof.disable()
-    wall = time.perf_counter() - t0
-    stats = pstats.Stats(prof)
     totals: dict[str, float] = defaultdict(float)
-    table = stats.stats  # type: ignore[attr-defined]
+    table = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     for func, (_, _, tottime, _, callers) in table.items():
         label = bucket(func)
         if label.startswith("other") and func[0] == "~" and callers:
@@ -53,11 +51,17 @@ def main(argv: list[str]) -> int:
             caller = max(callers, key=lambda c: callers[c][3])
             label = bucket(caller)
         totals[label] += tottime
-    profiled = sum(totals.values())
+    return dict(totals), sum(totals.values())
+
+
+def main(argv: list[str]) -> int:
+    t0 = time.perf_counter()
+    totals, profiled = split(argv + ["--out", "/tmp/certify-time-split"])
+    wall = time.perf_counter() - t0
     print(f"\nwall {wall:.1f} s (profiled {profiled:.1f} s; cProfile adds overhead)")
     for label, t in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {label:<50} {t:7.2f} s  {100 * t / profiled:5.1f} %")
-    return rc
+    return 0
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pytest-xdist workers (a number or auto)")
     p.add_argument("--slow", action="store_true",
                    help="also run the slow tier (e.g. all 96 rows of sweep.scaling; env CERTIFY_SLOW=1)")
+    p.add_argument("--no-reference-cache", action="store_true",
+                   help="recompute every memoized high-precision reference (env CERTIFY_REFERENCE_CACHE=0)")
     p.add_argument("--list", action="store_true", help="list the registered claims and exit")
     p.add_argument("--skip-unavailable", action="store_true",
                    help="exit 0 with a SKIPPED line when the requested device is absent "
@@ -98,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"certify: error: {why}", file=sys.stderr)
             return 2
 
+    if args.no_reference_cache:
+        from properties.reference import memo
+
+        os.environ[memo.ENV] = "0"  # xdist workers inherit it
     out = args.out.resolve()
     base = [str(CERTIFY_DIR), "-p", "certify.plugin", "--device", be.device, "--dtype", be.dtype,
             "--hypothesis-profile", profile]

@@ -102,9 +102,29 @@ def claim_entries(results: dict[str, ClaimResult], selected: list[str]) -> list[
                 "examples": res.examples,
                 "counterexample": _jsonable(res.counterexample()),
                 "seconds": round(res.seconds, 3),
+                "tolerance_tightness": tolerance_tightness(evidence),
             }
         )
     return entries
+
+
+TIGHTNESS_SUFFIX = "_over_tolerance"
+TIGHT, LOOSE = 0.1, 1e-3  # bands of observed error / tolerance for the tightness table
+
+
+def tolerance_tightness(evidence: dict[str, Any]) -> dict[str, Any] | None:
+    """The largest observed-error / derived-tolerance ratio a claim's checks recorded (evidence
+    names ending in `_over_tolerance`, also per object), with its metric name and band: near 1 the
+    tolerance is tight, far below it the tolerance is loose (or the rounding never materialized).
+    None for claims whose checks are bounds or statistical tests rather than tolerances."""
+    ratios = {k: v for k, v in evidence.items()
+              if k.endswith(TIGHTNESS_SUFFIX) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if not ratios:
+        return None
+    key = max(ratios, key=lambda k: ratios[k])
+    r = float(ratios[key])
+    band = "tight" if r >= TIGHT else ("moderate" if r >= LOOSE else "loose")
+    return {"max_error_over_tolerance": r, "metric": key, "band": band, "ratios": len(ratios)}
 
 
 def misses(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -208,9 +228,32 @@ def render_markdown(doc: dict[str, Any]) -> str:
     bad = misses(doc["claims"])
     lines += ["", f"{len(bad)} claim(s) missed their expected verdict." if bad else "Every checked claim has its expected verdict."]
     lines += tables
+    lines += tightness_table(doc["claims"])
     for e in doc["claims"]:
         if e["counterexample"] is not None:
             lines += ["", f"## Counterexample: {e['id']}", "", "```", json.dumps(e["counterexample"], indent=1), "```"]
         if e["status"] == "failed" and "failure" in e["evidence"]:
             lines += ["", f"## Failure: {e['id']}", "", "```", str(e["evidence"]["failure"]), "```"]
     return "\n".join(lines) + "\n"
+
+
+def tightness_table(entries: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: per checked claim, its largest observed error / tolerance (see
+    `tolerance_tightness`); claims without tolerance-based checks are named at the end."""
+    rows, others = [], []
+    for e in entries:
+        t = e.get("tolerance_tightness")
+        if e["status"] == "unchecked":
+            continue
+        if t is None:
+            others.append(e["id"])
+        else:
+            rows.append(f"| {e['id']} | {t['max_error_over_tolerance']:.3g} | {t['band']} | {t['metric']} | {t['ratios']} |")
+    if not rows:
+        return []
+    out = ["", "## Tolerance tightness", "",
+           f"Largest observed error / derived tolerance per claim (tight >= {TIGHT:g}, loose < {LOOSE:g}).", "",
+           "| claim | max error / tolerance | band | metric | ratios recorded |", "|---|---|---|---|---|", *rows]
+    if others:
+        out += ["", "No tolerance-based check (bounds, orders or statistical tests): " + ", ".join(others) + "."]
+    return out

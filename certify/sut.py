@@ -20,6 +20,7 @@ from models.metrics import depth_losses
 from models.train import checkpoint_path
 from certify.backend import Backend
 from properties import richardson as ref
+from properties.reference import memo
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ("free_linear", "diagonal", "flexformer", "softmax")
@@ -31,7 +32,8 @@ EB_DELTA = 0.05
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("CERTIFY_CACHE", REPO / ".certify-cache"))
+    """Env CERTIFY_CACHE, else <repo>/.certify-cache (the references' memo lives there too)."""
+    return memo.cache_root()
 
 
 def task_config(backend: Backend) -> models.TaskConfig:

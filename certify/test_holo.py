@@ -135,7 +135,8 @@ def test_holomorphic_geometric(case: EPCase, backend, record) -> None:
 def test_holomorphic_canonical(backend, record, golden) -> None:
     """holo.exact_gradient (measured): E_N for N = 1..12 on the canonical energy block and, with AEP,
     on the toy damped-attention and the thick blocks -- the figure, the fitted decay ratios q and the
-    errors at N = 2 and 4 pinned in golden/holo.json."""
+    errors at N = 2 and 4 pinned in golden/holo.json where they lie above their derived rounding
+    floor (`holo_floor`; in float32 they do not, and are recorded only)."""
     u = backend.unit_roundoff
     Ns = tuple(range(1, 13))
     pinned = {}
@@ -150,8 +151,14 @@ def test_holomorphic_canonical(backend, record, golden) -> None:
         record.set(f"{name}.points_fitted", fit["points"])
         record.figure("holo_error_vs_N", {"title": f"{name} (r = {r:.3g})", "N": list(Ns), "error": errs,
                                           "floor": [fl] * len(Ns), "q": q})
-        pinned[f"{name}.err_N2"] = errs[1]
-        pinned[f"{name}.err_N4"] = errs[3]
+        for N in (2, 4):
+            # a value under its derived rounding floor is rounding noise (float32 here): it would
+            # pin the operation order, not the estimator, so it is recorded, not pinned
+            if errs[N - 1] > fl:
+                pinned[f"{name}.err_N{N}"] = errs[N - 1]
+            else:
+                record.set(f"{name}.err_N{N}_below_rounding_floor", errs[N - 1])
+        record.set(f"{name}.rounding_floor", fl)
     record.example(3 * len(Ns))
     golden("holo", pinned, rtol=relative_band_golden(backend.dtype),
            seeds=registry.CLAIMS["holo.exact_gradient"].seed_values, seed=CANONICAL.seed)
