@@ -7,7 +7,9 @@ Per trained least-squares decoder (certify.sut, CPU float64, K = 8, L = 6) on it
 tasks:
   model     models.metrics.depth_losses: the batched L-step decoder run and the per-task losses;
   norm      certify.sut.certify_heldout: 000 eq 4 per task with rho a certified (arb) upper bound
-            on ||I - P H||_2 and the exact e_L in arb;
+            on ||I - P H||_2 and the exact e_L in arb, recomputed (the reference memo off);
+  norm, memo hit   the same with every reference served by properties.reference.memo (what a
+            re-run of the report pays: the SUT's frozen P and iterates, hashing, the lookups);
   EB        the clipped empirical-Bernstein bound, the SUT's (models.eb.eb_upper) and its 50-digit
             mpmath reference (properties.eb.eb_upper_reference) together.
 Per subspace-encoder checkpoint (certify.sut_encoder.TABLE3, N = 420):
@@ -18,6 +20,7 @@ Median CPU time of interleaved rounds; each ratio certificate / model is taken i
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from models import encoder as enc
 from models.metrics import depth_losses
 from properties import eb as ref_eb
 from properties import encoder as ref_enc
+from properties.reference import memo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import fmt_seconds, interleaved  # noqa: E402
@@ -47,9 +51,16 @@ def decoder_cases(cls: str) -> dict[str, object]:
         model_eb.eb_upper(losses, sut.EB_CLIP, sut.EB_DELTA)
         ref_eb.eb_upper_reference(losses, sut.EB_CLIP, sut.EB_DELTA)
 
-    return {"model": lambda: depth_losses(dec, tasks),
-            "norm": lambda: sut.certify_heldout(dec, tasks, BACKEND.unit_roundoff),
-            "EB": eb}
+    def norm(memo_on: bool):
+        def run() -> None:
+            os.environ[memo.ENV] = "1" if memo_on else "0"
+            try:
+                sut.certify_heldout(dec, tasks, BACKEND.unit_roundoff)
+            finally:
+                os.environ[memo.ENV] = "0"
+        return run
+
+    return {"model": lambda: depth_losses(dec, tasks), "norm": norm(False), "norm, memo hit": norm(True), "EB": eb}
 
 
 def subspace_cases() -> dict[str, object]:
@@ -76,7 +87,7 @@ def table(times: dict[str, dict[str, float]]) -> str:
 
 
 @pytest.mark.parametrize("cls", CLASSES)
-@pytest.mark.parametrize("part", ["model", "norm", "EB"])
+@pytest.mark.parametrize("part", ["model", "norm", "norm, memo hit", "EB"])
 def test_decoder_certificate_cost(benchmark, cls: str, part: str) -> None:
     torch.set_num_threads(1)
     benchmark.pedantic(decoder_cases(cls)[part], rounds=3, iterations=1, warmup_rounds=1)

@@ -5,15 +5,14 @@
 
 Not part of the default test run (benchmarks/ is outside pyproject's testpaths).  Every case is a
 complete gradient from scratch on the ep.training toy block (models.ep.charlm, d = 16, 2 heads,
-T = 16) at its initialization, on one batch of B = 2 windows (small enough for tracking AEP's
-dense Jacobian): the T1 = 12 Euler free phase plus the estimate (T2 = 8 nudged Euler steps,
+T = 16) at its initialization, on one batch of B = 2 windows: the T1 = 12 Euler free phase plus the estimate (T2 = 8 nudged Euler steps,
 beta = 0.02), or BPTT through the same T1-step unroll.  Ratios are to plain EP and to BPTT, all
 taken in one run (the machines here are shared and noisy: read them as such).
 
 cases: plain EP (symmetric, no correction), AEP symmetric, holomorphic N = 2 and N = 4 (with the
-frozen correction), tracking AEP (estimators.tracking_pair: re-linearised at the common mode by a
-dense Jacobian every evaluation), BPTT; the AEP correction both as the core's
-estimators.antisymmetric_product (torch.func.linearize, traced per free equilibrium) and as
+frozen correction), tracking AEP (estimators.tracking_pair: re-linearised at the common mode every evaluation,
+matrix-free), BPTT; the AEP correction both as the core's estimators.antisymmetric_product
+(J v as the vjp of v -> J^T v, recorded once per free equilibrium) and as
 models.ep.charlm's double-backward product; and the stacked training path of models.ep.charlm.
 """
 
@@ -73,10 +72,10 @@ AEP = CFG.nudge  # symmetric, aep
 CASES: dict[str, tuple[str, Callable]] = {
     "plain_ep": ("plain EP, symmetric (core)", _core(None)),
     "aep_symmetric": ("AEP symmetric (core Nudger, charlm double-backward product)", _charlm(AEP)),
-    "aep_symmetric_core_product": ("AEP symmetric (core Nudger and core linearize product)", _core("aep")),
+    "aep_symmetric_core_product": ("AEP symmetric (core Nudger and core product, reverse over reverse)", _core("aep")),
     "holo_N2": ("holomorphic N=2 + AEP (charlm product)", _charlm(dataclasses.replace(AEP, estimator="holomorphic", N=2))),
     "holo_N4": ("holomorphic N=4 + AEP (charlm product)", _charlm(dataclasses.replace(AEP, estimator="holomorphic", N=4))),
-    "tracking_aep": ("tracking AEP (core, dense Jacobian per evaluation)", _core("tracking")),
+    "tracking_aep": ("tracking AEP (core, matrix-free, re-linearised per evaluation)", _core("tracking")),
     "plain_ep_stacked": ("plain EP symmetric, stacked phases", _charlm(dataclasses.replace(AEP, correction=None), stacked=True)),
     "aep_stacked": ("AEP symmetric, stacked phases (the ep.training trainer)", _charlm(AEP, stacked=True)),
     "bptt": ("BPTT through the T1-step unroll", _bptt),
