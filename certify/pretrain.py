@@ -43,9 +43,13 @@ class Job:
 
 def jobs(backend: backend_mod.Backend, slow: bool = False) -> list[Job]:
     """The checkpoints of the default tier on `backend` (least-squares, GP and PDE decoders, the
-    EP char-LM twins of the backend's tier), plus the sweep's other depths with `slow`."""
+    EP char-LM twins of the backend's tier; on cuda also the decoders at the seeds' prompt
+    sizes), plus the sweep's other depths with `slow`."""
     cache = sut.cache_dir()
     labelled = [(f"lsq-{cls}-L{sut.train_config(cls, backend).L}", sut.train_config(cls, backend)) for cls in sut.CLASSES]
+    if backend.device == "cuda":  # the seeds' prompt sizes (certify.sut.SEED_SCALE_PROMPTS)
+        labelled += [(f"lsq-{cls}-K{sut.SEED_SCALE_K}-M{M}", sut.prompt_scale_config(cls, M, backend))
+                     for M in sut.SEED_SCALE_PROMPTS for cls in sut.CLASSES]
     depths = sf.DEPTHS if slow else (sf.DEFAULT_L,)
     labelled += [(f"{f}-{sf.label(f, size)}-{cls}-L{L}", sf.train_config(f, size, cls, backend, L))
                  for L in depths for f in sf.FAMILIES for size in sf.PROMPT_SIZES[f] for cls in sut.CLASSES]
