@@ -133,3 +133,30 @@ def test_recorder_payload_is_plain_python():
 
     walk(payload)
     assert payload["figures"][0]["data"]["x"] == [0.0, 1.0, 2.0]
+
+
+def test_claim_map_is_reused_for_an_identical_collection(tmp_path, monkeypatch):
+    """The progress map's collection runs once per (arguments, sources); a second run copies it."""
+    import json
+    from pathlib import Path
+
+    from certify import cli
+
+    monkeypatch.setenv("CERTIFY_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_collect(cmd, **kwargs):
+        calls.append(cmd)
+        Path(cmd[cmd.index("--certify-write-claim-map") + 1]).write_text(json.dumps({"t::a": "eb.formula"}))
+        return type("P", (), {"returncode": 0})()
+
+    monkeypatch.setattr(cli.subprocess, "run", fake_collect)
+    first = cli._claim_map(["certify", "--device", "cpu"])
+    second = cli._claim_map(["certify", "--device", "cpu"])
+    assert len(calls) == 1 and json.loads(second.read_text()) == json.loads(first.read_text()) == {"t::a": "eb.formula"}
+    cli._claim_map(["certify", "--device", "cpu", "--slow"])  # other arguments: collected again
+    monkeypatch.setattr(cli, "_claim_map_key", lambda args: "a-changed-source")
+    cli._claim_map(["certify", "--device", "cpu"])  # changed sources: collected again
+    assert len(calls) == 3
+    for p in (first, second):
+        p.unlink()
