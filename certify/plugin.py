@@ -136,6 +136,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
+    if config.getoption("--certify-report"):  # the report's runs: longest scopes first (xdist balance)
+        from certify import durations
+
+        items[:] = durations.longest_first(items, durations.load(backend_mod.resolve(
+            config.getoption("--device"), config.getoption("--dtype")).name))
     path = config.getoption("--certify-write-claim-map")
     if path:
         Path(path).write_text(json.dumps({i.nodeid: claim_of(i) for i in items if claim_of(i)}))
@@ -298,6 +303,7 @@ class SessionState:
         self.expected: dict[str, set[str]] = {}
         self.done: dict[str, set[str]] = {}
         self.announced: set[str] = set()
+        self.seconds: dict[str, float] = {}  # per test, all phases (certify.durations)
         mp = config.getoption("--certify-claim-map")
         if mp:
             for nodeid, cid in json.loads(Path(mp).read_text()).items():
@@ -326,6 +332,7 @@ class SessionState:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if _is_worker(self.config):
             return
+        self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
         props = [v for k, v in report.user_properties if k == PROPERTY_KEY]
         cid = next((p["claim"] for p in props), None)
         if cid is None:
@@ -375,7 +382,10 @@ class SessionState:
                 print(f"\n[certify] golden values written: {p}", flush=True)
         out = self.config.getoption("--certify-report")
         if out:
+            from certify import durations
             from certify.report import write_report
+
+            durations.save(self.backend.name, self.seconds)
 
             only = self.config.getoption("--certify-only") or None
             write_report(
