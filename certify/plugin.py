@@ -139,8 +139,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if config.getoption("--certify-report"):  # the report's runs: longest scopes first (xdist balance)
         from certify import durations
 
-        items[:] = durations.longest_first(items, durations.load(backend_mod.resolve(
-            config.getoption("--device"), config.getoption("--dtype")).name))
+        items[:] = durations.longest_first(items, durations.load(config.stash[STATE].backend.name))
     path = config.getoption("--certify-write-claim-map")
     if path:
         Path(path).write_text(json.dumps({i.nodeid: claim_of(i) for i in items if claim_of(i)}))

@@ -116,7 +116,7 @@ def prompt_scale_row(cfg: models.TrainConfig, n: int = 512) -> dict[str, Any]:
     dec = load_trained(cfg)
     tasks = models.LeastSquaresPrompts(cfg.task, cfg.device, as_dtype(cfg.dtype)).sample(n, HELDOUT_SEED)
     m = models.checkpoint_metrics(dec, tasks, EB_CLIP, EB_DELTA)
-    chk = certify_heldout(dec, tasks, torch.finfo(as_dtype(cfg.dtype)).eps / 2)
+    chk = certify_heldout(dec, tasks, Backend(cfg.device, cfg.dtype).unit_roundoff)
     return {"M": cfg.task.M, "K": cfg.task.K, "mean_contraction": m["mean_contraction"], "risk": m["heldout_risk"],
             "violations": chk["violations"], "uncertified_rho": chk["uncertified_rho"], "n_tasks": n}
 
