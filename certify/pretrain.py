@@ -151,4 +151,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Every file and record is written and the group destroyed by now; a rank that then runs the
+        # interpreter's teardown can still abort in c10d/gloo's C++ thread destructors ("terminate called
+        # without an active exception", seen once in CI), so a torchrun rank leaves without it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
