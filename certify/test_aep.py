@@ -109,7 +109,9 @@ def test_aep_exact_gradient(case: EPCase, backend, record) -> None:
     uncorrected EP converges (symmetric, O(beta^2)) to the biased limit dC/dtheta - P^T J^-1 dC/dz,
     which differs from the IFT gradient by ||P^T (J^-T - J^-1) dC/dz||: certified nonzero here
     (above the derived rounding of both) whenever it is.  In float32 the order regime is below the
-    rounding floor: (ii) is recorded as unresolved.
+    rounding floor: (ii) is recorded as unresolved; so is a fit whose grid the nudged phases cut (they
+    settle only below beta_0 2^-8, e.g. pre-LN at width 2: `certify.ep_orders`), while each fit that
+    does resolve is asserted.
     """
     u = backend.unit_roundoff
     blk, x, y, z0, J, g = prepare(case, backend)
@@ -129,20 +131,7 @@ def test_aep_exact_gradient(case: EPCase, backend, record) -> None:
     # (ii) orders of AEP
     nd = est.Nudger(blk, x, y, z0, est.EPConfig("aep", "vf", solver="chord", steps=60, tol=tol))
     run = eo.run_orders(nd, g, sc, u, tol)
-    f1, f2 = run.fits()
-    if f1.resolved and f2.resolved:
-        record.sum("order_resolved_examples", 1)
-        record.min("min_one_sided_order_low", f1.interval[0])
-        record.max("max_one_sided_order_high", f1.interval[1])
-        record.min("min_symmetric_order_low", f2.interval[0])
-        record.max("max_symmetric_order_high", f2.interval[1])
-        assert f1.contains(1.0), f"{case}: one-sided AEP error is not O(beta): {f1.interval}, slopes {f1.local_slopes}"
-        assert f2.contains(2.0), f"{case}: symmetric AEP error is not O(beta^2): {f2.interval}, slopes {f2.local_slopes}"
-    else:
-        record.sum("order_unresolved_examples", 1)
-        assert backend.dtype == "float32", (
-            f"{case}: the AEP beta-order fit did not reach its regime above the rounding floor in float64 "
-            f"(one-sided {eo.admitted_range(f1)}, symmetric {eo.admitted_range(f2)})")
+    eo.check_orders(record, run, "AEP", case, backend.dtype)
     # (iii) uncorrected EP converges -- with the same orders -- to the biased limit, not the IFT gradient
     plain = est.Nudger(blk, x, y, z0, est.EPConfig(None, "vf", solver="chord", steps=60, tol=tol))
     g_biased = refs.ift_gradient(blk, x, y, z0, transpose=False)

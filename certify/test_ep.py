@@ -133,7 +133,9 @@ def test_ep_matches_implicit_gradient(case: EPCase, backend, record) -> None:
     (`properties.order.order_fit`, grid points above 16x the derived rounding floor) that contain 1
     and 2; (iii) the seed's T2 = 20-step Euler nudged phases agree with the solved ones within their
     derived truncation bound (`seed_protocol_check`).  In float32 the order regime lies below the
-    rounding floor of the energy readout: (ii) is then recorded as unresolved, not asserted.
+    rounding floor of the energy readout: (ii) is then recorded as unresolved, not asserted; so is a
+    fit whose grid the nudged phases cut (they settle only below beta_0 2^-8: `certify.ep_orders`),
+    while each fit that does resolve is asserted.
     """
     u = backend.unit_roundoff
     blk, x, y, z0, J, g = prepare(case, backend)
@@ -145,23 +147,7 @@ def test_ep_matches_implicit_gradient(case: EPCase, backend, record) -> None:
     for k, v in bptt_check(blk, x, y, z0, J, g, sc, u).items():
         record.max(f"max_{k}", v)
     run = eo.run_orders(nd, g, sc, u, tol)
-    f1, f2 = run.fits()
-    if f1.resolved and f2.resolved:
-        record.sum("order_resolved_examples", 1)
-        record.min("min_one_sided_order_low", f1.interval[0])
-        record.max("max_one_sided_order_high", f1.interval[1])
-        record.min("min_symmetric_order_low", f2.interval[0])
-        record.max("max_symmetric_order_high", f2.interval[1])
-        assert f1.contains(1.0), (f"{case}: one-sided EP error is not O(beta): order interval {f1.interval}, "
-                                  f"local slopes {f1.local_slopes}")
-        assert f2.contains(2.0), (f"{case}: symmetric EP error is not O(beta^2): order interval {f2.interval}, "
-                                  f"local slopes {f2.local_slopes}")
-    else:
-        record.sum("order_unresolved_examples", 1)
-        assert backend.dtype == "float32", (
-            f"{case}: the beta-order fit did not reach its asymptotic regime above the rounding floor in float64 "
-            f"(one-sided {eo.admitted_range(f1)}, slopes {f1.local_slopes}; symmetric {eo.admitted_range(f2)}, "
-            f"slopes {f2.local_slopes})")
+    eo.check_orders(record, run, "EP", case, backend.dtype)
     ratio = seed_protocol_check(blk, x, y, z0, J, sc, run.betas[2], backend, cfg)
     record.max("max_seed_protocol_error_over_bound", ratio)
     target(ratio, label="T2 protocol error / bound")

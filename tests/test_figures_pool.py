@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from certify import figures
 
 
@@ -11,7 +14,8 @@ class Res:
 
 
 def results():
-    rich = {"cls": "free_linear", "K": 8, "n": 4, "median_error": [1.0, 0.5, 0.25], "q10_error": [0.9, 0.4, 0.2],
+    # median_error as a numpy array: the hand-off to the child processes must carry it exactly
+    rich = {"cls": "free_linear", "K": 8, "n": 4, "median_error": np.array([1.0, 0.5, 0.2537]), "q10_error": [0.9, 0.4, 0.2],
             "q90_error": [1.1, 0.6, 0.3], "median_bound": [1.0, 0.7, 0.49]}
     eb = {"law": "bernoulli", "n": 64, "trials": 1000, "delta": [0.01, 0.1], "failure_rate": [0.0, 0.02],
           "upper_limit": [0.02, 0.15]}
@@ -23,17 +27,25 @@ def results():
             "flexformer.global_theory": Res([{"name": "global_theory_gap", "data": gap}])}  # a figs_* renderer
 
 
-def test_pool_and_serial_write_the_same_figures(tmp_path) -> None:
+def differing(tmp_path) -> list[str]:
+    """Names of the figures whose pooled PNG differs from the serial one."""
     serial = figures.render_all(results(), tmp_path / "serial", workers=1)
     pooled = figures.render_all(results(), tmp_path / "pool", workers=2)
     assert [p.name for p in serial] == [p.name for p in pooled] == [
         "eb_coverage.png", "global_theory_gap.png", "richardson_error_vs_bound.png"]
-    for a, b in zip(serial, pooled):
-        assert a.read_bytes() == b.read_bytes(), f"{a.name} differs between the pool and the serial render"
+    return [a.name for a, b in zip(serial, pooled) if a.read_bytes() != b.read_bytes()]
+
+
+def test_pool_and_serial_write_the_same_figures(tmp_path) -> None:
+    assert differing(tmp_path) == []
+
+
+def test_lossy_hand_off_is_caught(tmp_path, monkeypatch) -> None:
+    """Mutant: the JSON hand-off rounds arrays to one decimal; the pooled figure then differs."""
+    monkeypatch.setattr(figures, "_plain", lambda x: np.round(np.asarray(x, dtype=float), 1).tolist())
+    assert differing(tmp_path) == ["richardson_error_vs_bound.png"]
 
 
 def test_unknown_figure_is_an_error(tmp_path) -> None:
-    import pytest
-
     with pytest.raises(KeyError, match="no renderer"):
         figures.render_all({"x": Res([{"name": "no_such_figure", "data": {}}])}, tmp_path, workers=2)

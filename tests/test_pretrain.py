@@ -16,12 +16,29 @@ from certify.backend import Backend
 from safetensors import safe_open
 
 
-@given(n=st.integers(0, 40), world=st.integers(1, 9))
-def test_shards_are_disjoint_and_cover(n: int, world: int) -> None:
+def check_shards(n: int, world: int) -> None:
+    """Every job trained exactly once over the ranks, and no rank more than one job behind another."""
     items = list(range(n))
     parts = [pretrain.shard(items, r, world) for r in range(world)]
     assert sorted(i for p in parts for i in p) == items
     assert max(map(len, parts)) - min(map(len, parts)) <= 1  # balanced to one job
+
+
+@given(n=st.integers(0, 40), world=st.integers(1, 9))
+def test_shards_are_disjoint_and_cover(n: int, world: int) -> None:
+    check_shards(n, world)
+
+
+@pytest.mark.parametrize("mutant", [
+    lambda items, rank, world: items[rank * (len(items) // world):(rank + 1) * (len(items) // world)],  # drops the tail
+    lambda items, rank, world: items[rank::world] + items[:1] * (rank > 0),  # job 0 twice
+    lambda items, rank, world: items[rank:rank + 1] + items[world:] * (rank == 0),  # rank 0 takes the rest
+])
+def test_bad_sharding_is_caught(monkeypatch, mutant) -> None:
+    monkeypatch.setattr(pretrain, "shard", mutant)
+    with pytest.raises(AssertionError):
+        for n, world in ((5, 2), (7, 3), (9, 2)):
+            check_shards(n, world)
 
 
 def test_shard_rejects_bad_rank() -> None:
