@@ -22,8 +22,28 @@ def active_profile_name(explicit: str | None = None) -> str:
     return name
 
 
+def freeze_local_constants() -> None:
+    """Draw from hypothesis' built-in constants only, never from literals harvested from local code.
+
+    Since 6.131 hypothesis mixes literals from every *local* module then in sys.modules into
+    generation.  Which modules a process has imported depends on what it ran before (the xdist
+    schedule, the durations order, pytester runs), so a derandomized run of one commit drew
+    different examples in different workers; this keeps the ci profile a function of the commit
+    (tests/test_profiles.py runs generation with and without an extra local module)."""
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover - a hypothesis without the module has no harvest either
+        return
+    if hasattr(providers, "_get_local_constants"):
+        empty = providers.Constants()
+        providers._get_local_constants = lambda: empty
+        providers.CONSTANTS_CACHE.cache.clear()
+
+
 def register() -> None:
     from hypothesis import HealthCheck, settings
+
+    freeze_local_constants()
 
     # A recorder fixture is shared by the examples of one test on purpose; certificates
     # are slow by nature (arb references), so the too_slow/data_too_large checks would

@@ -99,6 +99,13 @@ def order_fit(etas: Sequence[float], devs: Sequence[float], floors: Sequence[flo
                 # the regime bound is also the tail bound: later differences contract by <= Q_MAX
                 w = abs(d[2]) * Q_MAX / (1 - Q_MAX) + 4 * h
                 interval = (slopes[-1] - w, slopes[-1] + w)
+        elif (np.all(np.abs(d[:2]) > 2 * h) and d[0] * d[1] > 0 and abs(d[2]) <= 2 * h
+              and Q_MIN <= abs(d[1] / d[0]) <= Q_MAX):
+            # the regime seen on two differences, the third already inside rounding: its true value is
+            # <= |d_2| + 2h, and the tail beyond contracts by <= Q_MAX (3x); plus the rounding of the slope
+            q = float(abs(d[1] / d[0]))
+            w = 3 * (abs(d[2]) + 2 * h) + 4 * h
+            interval = (slopes[-1] - w, slopes[-1] + w)
     return OrderFit(tuple(etas), tuple(D), tuple(F), n, slopes, rnd, ols, q, interval)
 
 
