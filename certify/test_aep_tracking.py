@@ -641,12 +641,17 @@ def unsettled(case: TrackingCase, o: Outcome, conf: Outcome, record) -> None:
         record.sum("frozen_holds_tracking_does_not_settle", 1)
         return
     record.sum("frozen_fails_tracking_does_not_settle", 1)
-    record.verdict("conditional", CONDITION, {
-        "case": case.__dict__, "res0": conf.run.res0, "e0": conf.e0, "cos_frozen": conf.cos_frozen,
-        "cos_tracking": conf.cos_track, "tracking_residual": conf.run.track_residual,
-        "tracking_steps": conf.run.track_steps, "tau": conf.run.tau,
-        "beta_settling_from_z_star": small.case.beta, "cos_tracking_there": small.cos_track,
-        "violates": "C0 (the tracking relaxation does not settle; from z* at a smaller beta it does)"})
+    record.verdict("conditional", CONDITION, c0_record(conf, small))
+
+
+def c0_record(o: Outcome, settled: Outcome) -> dict:
+    """A (C0) counterexample: `o` did not settle; `settled` is the same case at the smaller beta where it does
+    (`counterexample_record` needs the pair checks, which an unsettled pair has none of)."""
+    return {"case": o.case.__dict__, "res0": o.run.res0, "e0": o.e0, "cos_frozen": o.cos_frozen,
+            "cos_tracking": o.cos_track, "tracking_residual": o.run.track_residual,
+            "tracking_steps": o.run.track_steps, "tau": o.run.tau,
+            "beta_where_it_settles": settled.case.beta, "cos_tracking_there": settled.cos_track,
+            "violates": "C0 (the tracking relaxation does not settle at this beta; at beta_where_it_settles it does)"}
 
 
 CONDITION = ("tracking AEP restores the gradient where frozen AEP fails only when (C0) its relaxation settles "
@@ -955,6 +960,7 @@ def test_counterexamples(backend, record) -> None:
         o = evaluate(CE_SETTLE, dt, cap_factor=4)
         assert isinstance(o, Outcome) and not o.converged and o.frozen_fails, (
             f"C0 ({dt}): {o if isinstance(o, str) else f'settled {o.converged}, frozen cos {o.cos_frozen:.4f}'}")
+    # `o` is now the float64 outcome (float64 is the loop's last dtype): its reference serves beta / 3
     small = evaluate(dataclasses.replace(CE_SETTLE, beta=CE_SETTLE.beta / CE_SHRINK), torch.float64, ref=o.ref)
     assert isinstance(small, Outcome) and small.converged and small.restored and small.checks.same_equilibrium, (
         f"C0 at beta / {CE_SHRINK}: tracking does not settle and restore")
@@ -962,8 +968,5 @@ def test_counterexamples(backend, record) -> None:
     record.set("counterexample.C0.cos_frozen", o.cos_frozen)
     record.set("counterexample.C0.tracking_residual_after_4x_budget", o.run.track_residual)
     record.set("counterexample.C0.cos_tracking_at_beta_over_3", small.cos_track)
-    ces["C0"] = {"case": CE_SETTLE.__dict__, "cos_frozen": o.cos_frozen, "cos_tracking": o.cos_track,
-                 "tracking_residual": o.run.track_residual, "tracking_steps": o.run.track_steps, "tau": o.run.tau,
-                 "cos_tracking_at_beta_over_3": small.cos_track,
-                 "violates": "C0 (the tracking relaxation does not settle at this beta; it does at beta / 3)"}
+    ces["C0"] = c0_record(o, small)
     record.verdict("conditional", CONDITION, ces)

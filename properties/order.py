@@ -74,7 +74,8 @@ def order_fit(etas: Sequence[float], devs: Sequence[float], floors: Sequence[flo
     log 2; the differences by h_k + h_{k+1}.  Regime: the last three differences exceed their
     rounding (2 max h) and share a sign, with ratios in [Q_MIN, Q_MAX]; interval: slope_last +-
     (3 |d_last| + 4 max h).  Slopes converged to within rounding (every |d| <= 2 max h):
-    slope_last +- 6 max h.
+    slope_last +- 6 max h.  The regime on the first two of the three, the last inside rounding:
+    slope_last +- (3 (|d_last| + 2 max h) + 4 max h).
     """
     etas, D, F = _f64(etas), _f64(devs), _f64(floors)
     tau = np.where(D > 0, F / np.where(D > 0, D, 1.0), math.inf)
@@ -102,9 +103,9 @@ def order_fit(etas: Sequence[float], devs: Sequence[float], floors: Sequence[flo
         elif (np.all(np.abs(d[:2]) > 2 * h) and d[0] * d[1] > 0 and abs(d[2]) <= 2 * h
               and Q_MIN <= abs(d[1] / d[0]) <= Q_MAX):
             # the regime seen on two differences, the third already inside rounding: its true value is
-            # <= |d_2| + 2h, and the tail beyond contracts by <= Q_MAX (3x); plus the rounding of the slope
+            # <= |d_2| + 2h, and the tail beyond contracts by <= Q_MAX; plus the rounding of the slope
             q = float(abs(d[1] / d[0]))
-            w = 3 * (abs(d[2]) + 2 * h) + 4 * h
+            w = (abs(d[2]) + 2 * h) * Q_MAX / (1 - Q_MAX) + 4 * h
             interval = (slopes[-1] - w, slopes[-1] + w)
     return OrderFit(tuple(etas), tuple(D), tuple(F), n, slopes, rnd, ols, q, interval)
 
