@@ -6,6 +6,8 @@ verdict: the conditional verdict disappears)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -110,6 +112,27 @@ def test_tracking_without_correction_fails(monkeypatch):
 def test_tracking_correction_sign_flipped_fails(monkeypatch):
     monkeypatch.setattr(est, "tracking_pair", _tracking_variant("sign"))
     _property("does not satisfy the tracking equations|does not converge")
+
+
+def test_tracking_relaxation_truncated_fails_c0_guard(monkeypatch):
+    """The tracking relaxation cut to one Euler step: it settles nowhere, not even from z* at a
+    smaller beta, so the (C0) guard must call the SUT broken instead of counting a C0 case."""
+    orig = est.tracking_pair
+    monkeypatch.setattr(est, "tracking_pair", lambda *a, **k: orig(*a, **{**k, "steps": 1}))
+    _property(r"nor from z\* at beta")
+
+
+def test_tracking_residual_misreported_fails_c0_counterexample(monkeypatch):
+    """The tracking relaxation reports a zero residual wherever it stopped (every pair "settled"): the
+    pinned (C0) counterexample, whose relaxation settles nowhere at beta 0.32, must fail."""
+    orig = est.tracking_pair
+
+    def misreported(*a, **k):
+        return tuple(dataclasses.replace(ph, solve=dataclasses.replace(ph.solve, residual=0.0)) for ph in orig(*a, **k))
+
+    monkeypatch.setattr(est, "tracking_pair", misreported)
+    with pytest.raises(AssertionError, match="C0"):
+        cert_t.test_counterexamples(backend=CPU64, record=rec("aep.tracking"))
 
 
 def test_tracking_read_out_at_z0_fails(monkeypatch):
